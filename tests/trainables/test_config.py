@@ -1,0 +1,75 @@
+import dataclasses
+
+import pytest
+
+from trainables.config import SMOKE, TrialConfig, flat_keys
+
+
+def test_defaults_round_trip_through_flat_keys():
+    cfg = TrialConfig()
+    assert TrialConfig.from_flat(cfg.to_flat()) == cfg
+    assert set(cfg.to_flat()) == set(flat_keys())
+    assert "loss.k" in flat_keys() and "data.imbalance_ratio" in flat_keys() and "seed" in flat_keys()
+
+
+def test_from_flat_sets_nested_values_and_keeps_other_defaults():
+    cfg = TrialConfig.from_flat({"loss.name": "supcon", "loss.temperature": 0.2,
+                                 "data.imbalance_ratio": 50, "seed": 3})
+    assert (cfg.loss.name, cfg.loss.temperature, cfg.data.imbalance_ratio, cfg.seed) == ("supcon", 0.2, 50.0, 3)
+    assert cfg.loss.k == TrialConfig().loss.k and cfg.optim == TrialConfig().optim
+    assert isinstance(cfg.data.imbalance_ratio, float)
+
+
+def test_integral_floats_become_ints_but_fractions_are_refused():
+    assert TrialConfig.from_flat({"loss.k": 4.0}).loss.k == 4
+    with pytest.raises(ValueError, match="loss.k"):
+        TrialConfig.from_flat({"loss.k": 2.5})
+
+
+def test_config_is_frozen():
+    cfg = TrialConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.loss.k = 3
+
+
+def test_unknown_keys_are_rejected_by_name():
+    with pytest.raises(ValueError, match=r"loss\.kk"):
+        TrialConfig.from_flat({"loss.kk": 3})
+    with pytest.raises(ValueError, match="nonsense"):
+        TrialConfig.from_flat({"nonsense": 1})
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("loss.k", -1, ">= 0"),
+    ("loss.temperature", 0.0, "> 0"),
+    ("loss.temperature", -0.5, "> 0"),
+    ("data.imbalance_ratio", 0.5, ">= 1"),
+    ("loss.name", "triplet", "one of"),
+    ("data.dataset", "mnist", "one of"),
+    ("loss.mode", "ring", "'batch' or 'queue'"),
+    ("eval.sigma", 0.0, "> 0"),
+    ("optim.lr", 0.0, "> 0"),
+    ("optim.epochs", -1, ">= 0"),
+    ("probe.balanced_sampling", 1, "true or false"),
+    ("seed", "seven", "an integer"),
+])
+def test_invalid_values_name_the_key_and_the_allowed_range(key, value, allowed):
+    with pytest.raises(ValueError) as err:
+        TrialConfig.from_flat({key: value})
+    assert key in str(err.value) and allowed in str(err.value)
+
+
+def test_pixels_baseline_must_not_train():
+    assert TrialConfig.from_flat({"model.arch": "pixels", "optim.epochs": 0}).model.arch == "pixels"
+    with pytest.raises(ValueError, match="optim.epochs"):
+        TrialConfig.from_flat({"model.arch": "pixels", "optim.epochs": 3})
+
+
+def test_smoke_preset_is_a_valid_config():
+    cfg = TrialConfig.from_flat(SMOKE)
+    assert cfg.optim.epochs <= 3 and cfg.data.train_per_class <= 100
+
+
+def test_contrastive_property():
+    assert not TrialConfig.from_flat({"loss.name": "ce"}).loss.contrastive
+    assert all(TrialConfig.from_flat({"loss.name": n}).loss.contrastive for n in ("simclr", "supcon", "kcl"))

@@ -1,0 +1,84 @@
+import torch
+
+from trainables.config import TrialConfig
+from trainables.losses import contrastive_loss
+from trainables.models import build_encoder
+from trainables.objectives import LOSSES, QueueKCL, build_objective
+
+
+def _cfg(**flat):
+    return TrialConfig.from_flat({"model.width": 4, "model.proj_dim": 8, **flat})
+
+
+def _objective(**flat):
+    torch.manual_seed(0)
+    cfg = _cfg(**flat)
+    enc = build_encoder("cnn", 3, cfg.model.width, 32)
+    return build_objective(enc, 10, cfg, torch.Generator().manual_seed(0))
+
+
+def test_every_registered_loss_builds_and_gives_a_finite_differentiable_loss():
+    x = [torch.randn(6, 3, 32, 32), torch.randn(6, 3, 32, 32)]
+    y = torch.tensor([0, 0, 1, 2, 2, 2])
+    for name in LOSSES:
+        obj = _objective(**{"loss.name": name})
+        loss, _ = obj(x[: obj.views], y)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in obj.parameters() if p.grad is not None)
+
+
+def test_queue_mode_is_chosen_by_the_config():
+    assert isinstance(_objective(**{"loss.mode": "queue"}), QueueKCL)
+    assert not isinstance(_objective(**{"loss.mode": "batch"}), QueueKCL)
+
+
+def test_queue_is_a_ring_buffer_of_keys_and_labels():
+    obj = _objective(**{"loss.mode": "queue", "loss.queue_size": 5})
+    keys = torch.arange(7 * 8, dtype=torch.float).view(7, 8)
+    obj._enqueue(keys[:3], torch.tensor([0, 1, 2]))
+    assert int(obj.queue_len) == 3 and int(obj.queue_ptr) == 3
+    obj._enqueue(keys[3:7], torch.tensor([3, 4, 5, 6]))
+    # slots 3, 4 then wrap to 0, 1: the two oldest (0, 1) are overwritten
+    assert obj.queue_labels.tolist() == [5, 6, 2, 3, 4]
+    assert torch.equal(obj.queue[0], keys[5]) and int(obj.queue_len) == 5 and int(obj.queue_ptr) == 2
+
+
+def test_queue_gives_a_lone_tail_sample_its_k_positives():
+    # Class 9 appears once in the batch: batch-mode KCL has only the other view for it,
+    # queue-mode KCL draws k more from the queue once the queue holds class-9 keys.
+    y = torch.tensor([0, 0, 0, 9])
+    views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
+    obj = _objective(**{"loss.mode": "queue", "loss.k": 3, "loss.queue_size": 64})
+    obj._enqueue(torch.nn.functional.normalize(torch.randn(8, 8), dim=1), torch.full((8,), 9))
+    q = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
+    k = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
+    _, mean_pos = obj._direction(q, k, y, obj.queue[:8], obj.queue_labels[:8])
+    # rows 0-2 (class 0): own key + the 2 other class-0 keys; row 3: own key + 3 of the 8 queued
+    assert abs(float(mean_pos) - (3 * 3 + 4) / 4) < 1e-6
+
+
+def test_queue_direction_equals_the_masked_loss_with_keys():
+    obj = _objective(**{"loss.mode": "queue", "loss.k": 0})
+    q = torch.nn.functional.normalize(torch.randn(4, 8, dtype=torch.float64), dim=1)
+    k = torch.nn.functional.normalize(torch.randn(4, 8, dtype=torch.float64), dim=1)
+    queue = torch.nn.functional.normalize(torch.randn(6, 8, dtype=torch.float64), dim=1)
+    loss, _ = obj._direction(q, k, torch.tensor([0, 1, 2, 3]), queue, torch.arange(6))
+    # k = 0: the anchor's own key is its only positive; the denominator is every key
+    logits = q @ torch.cat([k, queue]).T / obj.temperature
+    expected = -(logits.diagonal()[:4] - torch.logsumexp(logits, 1)).mean()
+    assert torch.allclose(loss, expected)
+    mask = torch.zeros(4, 10, dtype=torch.bool)
+    mask[:, :4] = torch.eye(4, dtype=torch.bool)
+    assert torch.allclose(loss, contrastive_loss(q, mask, obj.temperature, keys=torch.cat([k, queue])))
+
+
+def test_momentum_update_moves_keys_towards_the_online_encoder():
+    obj = _objective(**{"loss.mode": "queue", "loss.momentum": 0.9})
+    with torch.no_grad():
+        for p in obj.encoder.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in obj.key_encoder.parameters()]
+    obj._momentum_update()
+    for b, k, q in zip(before, obj.key_encoder.parameters(), obj.encoder.parameters()):
+        assert torch.allclose(k, 0.9 * b + 0.1 * q, atol=1e-6)

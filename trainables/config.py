@@ -1,0 +1,237 @@
+"""Trial configuration: one frozen dataclass per concern, composed into TrialConfig.
+
+Ray and Optuna speak in flat dotted keys ("loss.k", "data.imbalance_ratio");
+`TrialConfig.from_flat` builds the nested config from them and rejects unknown
+keys and out-of-range values with a message naming the key and the allowed range.
+Nothing mutates a config once built; derived values are properties.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+DATASET_NAMES = ("shapes", "digits")
+LOSS_NAMES = ("ce", "simclr", "supcon", "kcl")
+ARCH_NAMES = ("cnn", "resnet18", "pixels")
+
+
+def _check(ok: bool, key: str, value, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}={value!r} is invalid: allowed {allowed}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images, and how imbalanced the train set is.
+
+    Per-class split sizes of None take the dataset's own default. `total` fixes
+    the size of the long-tailed train set (the paper's LT series); None uses
+    the standard recipe with n_max = the pool's images per class.
+    """
+    dataset: str = "shapes"
+    data_root: str | None = None
+    imbalance_ratio: float = 10.0
+    total: int | None = None
+    train_per_class: int | None = None
+    val_per_class: int | None = None
+    test_per_class: int | None = None
+    data_seed: int = 0          # the dataset itself (generation, splits); fixed across trials
+
+    def __post_init__(self):
+        _check(self.dataset in DATASET_NAMES, "data.dataset", self.dataset, f"one of {DATASET_NAMES}")
+        _check(self.imbalance_ratio >= 1, "data.imbalance_ratio", self.imbalance_ratio, ">= 1")
+        _check(self.total is None or self.total >= 1, "data.total", self.total, ">= 1 or None")
+        for name in ("train_per_class", "val_per_class", "test_per_class"):
+            v = getattr(self, name)
+            _check(v is None or v >= 1, f"data.{name}", v, ">= 1 or None")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The encoder f (its pooled output is what the probe sees) and the projection head.
+
+    arch "pixels" is the raw-pixel baseline (no parameters; needs optim.epochs=0).
+    """
+    arch: str = "cnn"
+    width: int | None = None    # channels of the first stage, doubled per stage; None: the arch's default
+    proj_dim: int = 128         # output of the contrastive projection head
+
+    def __post_init__(self):
+        _check(self.arch in ARCH_NAMES, "model.arch", self.arch, f"one of {ARCH_NAMES}")
+        _check(self.width is None or self.width >= 1, "model.width", self.width, ">= 1 or None")
+        _check(self.proj_dim >= 1, "model.proj_dim", self.proj_dim, ">= 1")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The pretraining loss. k, mode, queue_size and momentum matter for kcl only."""
+    name: str = "kcl"
+    temperature: float = 0.1
+    k: int = 6
+    mode: str = "batch"         # kcl positives from the batch, or from a MoCo-style queue
+    queue_size: int = 4096
+    momentum: float = 0.99      # momentum encoder of the queue mode
+
+    def __post_init__(self):
+        _check(self.name in LOSS_NAMES, "loss.name", self.name, f"one of {LOSS_NAMES}")
+        _check(self.temperature > 0, "loss.temperature", self.temperature, "> 0")
+        _check(self.k >= 0, "loss.k", self.k, ">= 0")
+        _check(self.mode in ("batch", "queue"), "loss.mode", self.mode, "'batch' or 'queue'")
+        _check(self.queue_size >= 1, "loss.queue_size", self.queue_size, ">= 1")
+        _check(0 <= self.momentum < 1, "loss.momentum", self.momentum, "in [0, 1)")
+
+    @property
+    def contrastive(self) -> bool:
+        return self.name != "ce"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Pretraining: SGD with momentum, a cosine (or constant) schedule, in epochs.
+
+    epochs=0 skips pretraining: the untrained-encoder baseline.
+    """
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+
+    def __post_init__(self):
+        _check(self.epochs >= 0, "optim.epochs", self.epochs, ">= 0")
+        _check(self.batch_size >= 2, "optim.batch_size", self.batch_size, ">= 2")
+        _check(self.lr > 0, "optim.lr", self.lr, "> 0")
+        _check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
+        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        _check(self.schedule in ("cosine", "constant"), "optim.schedule", self.schedule,
+               "'cosine' or 'constant'")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The linear probes on cached, frozen features (Adam, mini-batches, epochs)."""
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    balanced_sampling: bool = False   # class-balanced sampling for the long-tailed probe
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, "probe.epochs", self.epochs, ">= 1")
+        _check(self.batch_size >= 1, "probe.batch_size", self.batch_size, ">= 1")
+        _check(self.lr > 0, "probe.lr", self.lr, "> 0")
+        _check(self.weight_decay >= 0, "probe.weight_decay", self.weight_decay, ">= 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Balancedness kernel width, many/medium/few rule, and the kNN monitor."""
+    sigma: float = 0.1
+    groups: str = "thirds"      # or "imagenet": >100 / 20-100 / <20 train images
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+
+    def __post_init__(self):
+        _check(self.sigma > 0, "eval.sigma", self.sigma, "> 0")
+        _check(self.groups in ("thirds", "imagenet"), "eval.groups", self.groups,
+               "'thirds' or 'imagenet'")
+        _check(self.knn_k >= 1, "eval.knn_k", self.knn_k, ">= 1")
+        _check(self.knn_temperature > 0, "eval.knn_temperature", self.knn_temperature, "> 0")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial needs. `seed` drives the head/tail order, the
+    long-tailed draw, initialisation, batches and augmentation."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    device: str = "auto"        # "auto" = cuda when available, else cpu
+
+    def __post_init__(self):
+        _check(self.model.arch != "pixels" or self.optim.epochs == 0, "optim.epochs",
+               self.optim.epochs, "0 with model.arch='pixels' (it has nothing to train)")
+        _check(self.device == "auto" or self.device.startswith(("cpu", "cuda", "mps")),
+               "device", self.device, "'auto', 'cpu', 'cuda[:N]' or 'mps'")
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, typing.Any]) -> "TrialConfig":
+        """Build from dotted keys; unknown keys and invalid values raise ValueError."""
+        allowed = set(flat_keys())
+        unknown = sorted(set(flat) - allowed)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; allowed: {sorted(allowed)}")
+        parts: dict[str, dict] = {}
+        top: dict[str, typing.Any] = {}
+        for key, value in flat.items():
+            section, _, name = key.rpartition(".")
+            if section:
+                parts.setdefault(section, {})[name] = value
+            else:
+                top[key] = value
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in parts:
+                sub = _SECTIONS[f.name]
+                kwargs[f.name] = sub(**{n: _coerce(sub, n, v, f"{f.name}.{n}") for n, v in parts[f.name].items()})
+            elif f.name in top:
+                kwargs[f.name] = _coerce(cls, f.name, top[f.name], f.name)
+        return cls(**kwargs)
+
+    def to_flat(self) -> dict[str, typing.Any]:
+        """The resolved config as dotted keys (the inverse of from_flat)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                out.update({f"{f.name}.{k}": v for k, v in dataclasses.asdict(value).items()})
+            else:
+                out[f.name] = value
+        return out
+
+
+_SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(TrialConfig)
+             if f.default_factory is not dataclasses.MISSING}
+
+
+def flat_keys() -> list[str]:
+    """Every dotted key `from_flat` accepts."""
+    return list(TrialConfig().to_flat())
+
+
+def _coerce(cls, name: str, value, key: str):
+    """Check a value against its field's annotation; ints may arrive as integral floats."""
+    hint = typing.get_type_hints(cls)[name]
+    options = typing.get_args(hint) or (hint,)
+    if value is None:
+        _check(type(None) in options, key, value, "a value (None is not allowed here)")
+        return None
+    if bool in options:
+        _check(isinstance(value, bool), key, value, "true or false")
+        return value
+    if int in options:
+        ok = isinstance(value, int) and not isinstance(value, bool) or (
+            isinstance(value, float) and value.is_integer())
+        _check(ok, key, value, "an integer")
+        return int(value)
+    if float in options:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, value, "a number")
+        return float(value)
+    _check(isinstance(value, str), key, value, "a string")
+    return value
+
+
+# Every entry point's --smoke: a whole trial in seconds on two CPU cores.
+SMOKE = {
+    "data.train_per_class": 60, "data.val_per_class": 10, "data.test_per_class": 20,
+    "model.width": 8, "model.proj_dim": 32,
+    "optim.epochs": 2, "optim.batch_size": 64,
+    "probe.epochs": 20, "loss.queue_size": 256,
+}

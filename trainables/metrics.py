@@ -1,0 +1,77 @@
+"""Evaluation metrics on a balanced test set: per-class accuracy, group accuracies
+and the balancedness p(V) of Kang et al. (ICLR 2021)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+def balancedness(per_class_acc: Sequence[float], sigma: float = 0.1) -> float:
+    """p(V) = 1/C^2 * sum_{i,j} exp(-(a_i - a_j)^2 / sigma).
+
+    Args:
+        per_class_acc: C accuracies as fractions in [0, 1].
+        sigma: kernel width > 0 (0.1 by default; the paper does not state it).
+    Returns:
+        p(V) in (0, 1]; 1 when every class has the same accuracy.
+    """
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    a = torch.as_tensor(list(per_class_acc), dtype=torch.float64)
+    if a.numel() == 0:
+        raise ValueError("balancedness needs at least one class accuracy")
+    diff = a[:, None] - a[None, :]
+    return float(torch.exp(-diff.pow(2) / sigma).mean())
+
+
+def per_class_accuracy(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float]:
+    """[N] predictions and [N] targets -> C accuracies (NaN for a class absent from target)."""
+    correct = torch.bincount(target[pred == target], minlength=num_classes).double()
+    total = torch.bincount(target, minlength=num_classes).double()
+    return (correct / total).tolist()
+
+
+def class_groups(class_counts: Sequence[int], rule: str = "thirds") -> dict[str, list[int]]:
+    """Split class indices into many / medium / few by their train count.
+
+    rule "thirds": count-ranked thirds (head third first; the sizes differ by at most 1).
+    rule "imagenet": the ImageNet-LT thresholds, many > 100, 20 <= medium <= 100, few < 20.
+    """
+    counts = list(class_counts)
+    if rule == "thirds":
+        order = sorted(range(len(counts)), key=lambda c: (-counts[c], c))
+        size, extra = divmod(len(order), 3)
+        sizes = [size + (i < extra) for i in range(3)]
+        bounds = [0, sizes[0], sizes[0] + sizes[1], len(order)]
+        return {name: sorted(order[bounds[i]:bounds[i + 1]])
+                for i, name in enumerate(("many", "medium", "few"))}
+    if rule == "imagenet":
+        return {"many": [c for c, n in enumerate(counts) if n > 100],
+                "medium": [c for c, n in enumerate(counts) if 20 <= n <= 100],
+                "few": [c for c, n in enumerate(counts) if n < 20]}
+    raise ValueError(f"unknown group rule {rule!r}; choose 'thirds' or 'imagenet'")
+
+
+def summarize(per_class_acc: Sequence[float], class_counts: Sequence[int],
+              sigma: float = 0.1, group_rule: str = "thirds") -> dict:
+    """Every number reported for one probe, from its per-class test accuracies.
+
+    The test set is balanced, so overall top-1 is the mean of the class accuracies.
+    A group with no class (possible with the ImageNet-LT thresholds) gets NaN.
+    """
+    acc = list(per_class_acc)
+    mean = sum(acc) / len(acc)
+    groups = class_groups(class_counts, group_rule)
+    group_acc = {name: (sum(acc[c] for c in cls) / len(cls) if cls else math.nan)
+                 for name, cls in groups.items()}
+    return {
+        "top1": mean,
+        **group_acc,
+        "balancedness": balancedness(acc, sigma),
+        "acc_std": math.sqrt(sum((a - mean) ** 2 for a in acc) / len(acc)),
+        "worst_class_acc": min(acc),
+        "per_class_acc": acc,
+    }

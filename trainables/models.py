@@ -1,0 +1,93 @@
+"""Encoders (their pooled feature vector is what the probes see) and the projection head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class SmallCNN(nn.Module):
+    """Four conv-BN-ReLU stages of width w, 2w, 4w, 8w with 2x2 max pooling between
+    them, then global average pooling: [B, C, H, W] -> [B, 8w]. Trains at CPU speed."""
+
+    def __init__(self, in_channels: int = 3, width: int = 16):
+        super().__init__()
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        layers, c = [], in_channels
+        for i, w in enumerate(widths):
+            layers += _conv_bn(c, w)
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            c = w
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.feature_dim = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class BasicBlock(nn.Module):
+    """The two-conv residual block of ResNet-18/34."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.convs = nn.Sequential(*_conv_bn(c_in, c_out, stride),
+                                   nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        return torch.relu(self.convs(x) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet for 32x32 inputs: 3x3 stem, no max pool, four stages of BasicBlocks
+    (2, 2, 2, 2 = ResNet-18) of width w, 2w, 4w, 8w: [B, C, 32, 32] -> [B, 8w]."""
+
+    def __init__(self, in_channels: int = 3, width: int = 64, blocks=(2, 2, 2, 2)):
+        super().__init__()
+        layers, c = _conv_bn(in_channels, width), width
+        for stage, n in enumerate(blocks):
+            w = width * 2 ** stage
+            for i in range(n):
+                layers.append(BasicBlock(c, w, stride=2 if (i == 0 and stage > 0) else 1))
+                c = w
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.feature_dim = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def projection_head(feature_dim: int, out_dim: int) -> nn.Module:
+    """SimCLR's MLP head: Linear - ReLU - Linear, [B, d] -> [B, out_dim]."""
+    return nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(inplace=True),
+                         nn.Linear(feature_dim, out_dim))
+
+
+class Pixels(nn.Module):
+    """The raw-pixel baseline: no parameters, [B, C, H, W] -> [B, C*H*W]."""
+
+    def __init__(self, in_channels: int = 3, width: int = 0, image_size: int = 32):
+        super().__init__()
+        self.feature_dim = in_channels * image_size * image_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+# name -> (class, default width)
+ENCODERS = {"cnn": (SmallCNN, 16), "resnet18": (CifarResNet, 64), "pixels": (Pixels, 0)}
+
+
+def build_encoder(arch: str, in_channels: int, width: int | None, image_size: int) -> nn.Module:
+    """An encoder from the registry; its `feature_dim` is the probe's input size."""
+    cls, default_width = ENCODERS[arch]
+    if cls is Pixels:
+        return Pixels(in_channels, image_size=image_size)
+    return cls(in_channels=in_channels, width=width or default_width)

@@ -1,0 +1,138 @@
+"""Pretraining objectives: the encoder plus what a loss needs around it.
+
+The training loop sees one interface, chosen once at construction from LOSSES:
+
+    objective.views                         augmented views per image (1 or 2)
+    objective(views, y) -> (loss, n_pos)    views: list of [B, C, H, W]; y: [B];
+                                            n_pos: mean positives per anchor ([] tensor)
+                                            or None for cross-entropy
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.config import TrialConfig
+from trainables.losses import MASKS, contrastive_loss, same_label_mask, sample_k_per_row
+from trainables.models import projection_head
+
+
+class CrossEntropy(nn.Module):
+    """Supervised CE: a linear head on the encoder's features, one view."""
+    views = 1
+
+    def __init__(self, encoder: nn.Module, num_classes: int, cfg: TrialConfig, generator=None):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.feature_dim, num_classes)
+
+    def forward(self, views, y):
+        return F.cross_entropy(self.head(self.encoder(views[0])), y), None
+
+
+class BatchContrastive(nn.Module):
+    """SimCLR, SupCon or batch-mode KCL: positives come from the 2B rows of the batch.
+
+    z = normalize(g(f([x1; x2]))), rows [view 1 of images 0..B-1, view 2 of 0..B-1];
+    the loss's mask function picks the positives.
+    """
+    views = 2
+
+    def __init__(self, encoder: nn.Module, num_classes: int, cfg: TrialConfig, generator=None):
+        super().__init__()
+        self.encoder = encoder
+        self.head = projection_head(encoder.feature_dim, cfg.model.proj_dim)
+        self.mask_fn = MASKS[cfg.loss.name]
+        self.k, self.temperature, self.generator = cfg.loss.k, cfg.loss.temperature, generator
+
+    def forward(self, views, y):
+        z = F.normalize(self.head(self.encoder(torch.cat(views))), dim=1)
+        mask = self.mask_fn(torch.cat([y, y]), self.k, self.generator)
+        return contrastive_loss(z, mask, self.temperature), mask.sum(1).float().mean()
+
+
+class QueueKCL(nn.Module):
+    """KCL in its MoCo form (Kang et al.'s implementation): keys from a momentum
+    encoder, and a queue of past keys with their labels to draw positives from,
+    so that a tail class whose batch holds one image still has k positives.
+
+    For the anchors of view a (queries q = normalize(g(f(x_a))), [B, D]) the keys
+    are the other view's momentum keys [B, D] followed by the queue [Q, D]; the
+    positives are the anchor's own key plus k keys drawn at random among the
+    other same-label keys (batch and queue). Both directions are averaged; then
+    view 1's keys are enqueued, oldest out.
+    """
+    views = 2
+
+    def __init__(self, encoder: nn.Module, num_classes: int, cfg: TrialConfig, generator=None):
+        super().__init__()
+        self.encoder = encoder
+        self.head = projection_head(encoder.feature_dim, cfg.model.proj_dim)
+        self.key_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.key_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.register_buffer("queue", torch.zeros(cfg.loss.queue_size, cfg.model.proj_dim))
+        self.register_buffer("queue_labels", torch.full((cfg.loss.queue_size,), -1, dtype=torch.long))
+        self.register_buffer("queue_len", torch.zeros((), dtype=torch.long))   # slots filled
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))   # next write
+        self.k, self.temperature = cfg.loss.k, cfg.loss.temperature
+        self.momentum, self.generator = cfg.loss.momentum, generator
+
+    @torch.no_grad()
+    def _momentum_update(self):
+        """theta_k <- m theta_k + (1 - m) theta_q (BN running stats copied too)."""
+        for online, key in ((self.encoder, self.key_encoder), (self.head, self.key_head)):
+            for p_k, p_q in zip(key.parameters(), online.parameters()):
+                p_k.lerp_(p_q.detach(), 1 - self.momentum)
+            for b_k, b_q in zip(key.buffers(), online.buffers()):
+                b_k.copy_(b_q)
+
+    @torch.no_grad()
+    def _keys(self, x):
+        return F.normalize(self.key_head(self.key_encoder(x)), dim=1)
+
+    @torch.no_grad()
+    def _enqueue(self, keys, labels):
+        size = len(self.queue)
+        idx = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % size
+        self.queue[idx], self.queue_labels[idx] = keys[-size:].to(self.queue.dtype), labels[-size:]
+        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % size)
+        self.queue_len.copy_((self.queue_len + len(keys)).clamp(max=size))
+
+    def _direction(self, q, k_other, y, queue, queue_labels):
+        """Loss of anchors q [B, D] against keys [k_other; queue]; returns (loss, mean positives)."""
+        keys = torch.cat([k_other, queue])
+        key_labels = torch.cat([y, queue_labels])
+        own = torch.zeros(len(q), len(keys), dtype=torch.bool, device=q.device)
+        own[:, : len(q)] = torch.eye(len(q), dtype=torch.bool, device=q.device)
+        extra = sample_k_per_row(same_label_mask(y, key_labels) & ~own, self.k, self.generator)
+        mask = own | extra
+        return contrastive_loss(q, mask, self.temperature, keys=keys), mask.sum(1).float().mean()
+
+    def forward(self, views, y):
+        self._momentum_update()
+        q1, q2 = F.normalize(self.head(self.encoder(torch.cat(views))), dim=1).chunk(2)
+        k1, k2 = self._keys(torch.cat(views)).chunk(2)
+        # Only the filled part of the queue: empty slots are neither negatives nor positives.
+        # (Read once per step; the queue fills within its first few steps.)
+        n = int(self.queue_len)
+        queue, queue_labels = self.queue[:n].to(q1.dtype), self.queue_labels[:n]
+        loss1, pos1 = self._direction(q1, k2, y, queue, queue_labels)
+        loss2, pos2 = self._direction(q2, k1, y, queue, queue_labels)
+        self._enqueue(k1, y)
+        return (loss1 + loss2) / 2, (pos1 + pos2) / 2
+
+
+def build_objective(encoder: nn.Module, num_classes: int, cfg: TrialConfig, generator=None) -> nn.Module:
+    """The objective for cfg.loss, chosen once; KCL picks its batch or queue form."""
+    if cfg.loss.name == "kcl" and cfg.loss.mode == "queue":
+        return QueueKCL(encoder, num_classes, cfg, generator)
+    return LOSSES[cfg.loss.name](encoder, num_classes, cfg, generator)
+
+
+# name -> objective class (queue-mode KCL is chosen by build_objective from loss.mode)
+LOSSES = {"ce": CrossEntropy, "simclr": BatchContrastive, "supcon": BatchContrastive,
+          "kcl": BatchContrastive}

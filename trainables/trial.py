@@ -1,0 +1,216 @@
+"""One trial of the protocol (Kang et al., ICLR 2021), end to end:
+
+    long-tailed train set -> pretrain encoder f with one loss -> freeze f ->
+    linear probes on cached features (long-tailed, and balanced of the same size) ->
+    per-class accuracy, many/medium/few and p(V) on the balanced test set.
+
+`python -m trainables.trial [--loss kcl --k 6 ...] [--smoke]` runs one and prints
+its TrialResult as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from trainables.config import SMOKE, TrialConfig
+from trainables.data import Splits, balanced_indices, load_splits, longtail_indices
+from trainables.metrics import per_class_accuracy, summarize
+from trainables.models import build_encoder
+from trainables.objectives import build_objective
+from trainables.pretrain import TrainSet, pretrain
+from trainables.probe import extract_features, fit_linear_probe, predict
+
+PROBES = ("lt", "balanced")   # long-tailed train set; balanced pool subset of the same size
+
+
+@dataclass
+class TrialResult:
+    """Everything one trial produced. `probes[name]` holds, for each of PROBES:
+    top1, many, medium, few, balancedness, acc_std, worst_class_acc, per_class_acc."""
+    status: str                               # "ok" or "diverged"
+    config: dict                              # resolved, flat dotted keys
+    seed: int
+    num_classes: int
+    class_counts: list[int]                   # long-tailed train images per class index
+    class_order: list[int]                    # class_order[r]: class with the r-th largest count
+    probes: dict[str, dict] = field(default_factory=dict)
+    pretrain: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    device: str = "cpu"
+    versions: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """The splits and the index sets one trial trains and probes on (CPU tensors)."""
+    splits: Splits
+    lt_indices: torch.Tensor
+    class_counts: list[int]
+    class_order: list[int]
+    balanced_indices: torch.Tensor
+
+
+def plan_data(cfg: TrialConfig) -> DataPlan:
+    """Load the dataset and draw the long-tailed and balanced train sets.
+
+    Raises ValueError for data settings that cannot be met (a class left empty,
+    a total larger than the pool allows), before any training.
+    """
+    d = cfg.data
+    splits = load_splits(d.dataset, d.train_per_class, d.val_per_class, d.test_per_class,
+                         d.data_seed, d.data_root)
+    lt, counts, order = longtail_indices(splits, d.imbalance_ratio, d.total, cfg.seed)
+    return DataPlan(splits, lt, counts, order, balanced_indices(splits, len(lt), cfg.seed))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _train_set(plan: DataPlan, device: torch.device) -> TrainSet:
+    s = plan.splits
+    stat = lambda v: torch.tensor(v, device=device).view(-1, 1, 1).float()  # noqa: E731
+    return TrainSet(images=s.pool_x.to(device), labels=s.pool_y.to(device),
+                    indices=plan.lt_indices.to(device), val_images=s.val_x.to(device),
+                    val_labels=s.val_y.to(device), mean=stat(s.mean), std=stat(s.std),
+                    kind=s.kind, num_classes=s.num_classes)
+
+
+def _evaluate_probes(encoder, data: TrainSet, plan: DataPlan, cfg: TrialConfig,
+                     generator: torch.Generator) -> dict[str, dict]:
+    """Fit both probes on cached pool features; summarise each on the test set."""
+    pool = extract_features(encoder, data.images, data.mean, data.std)
+    test_x = plan.splits.test_x.to(data.images.device)
+    test_y = plan.splits.test_y.to(data.images.device)
+    test = extract_features(encoder, test_x, data.mean, data.std)
+    train_sets = {"lt": (plan.lt_indices, cfg.probe.balanced_sampling),
+                  "balanced": (plan.balanced_indices, False)}
+    results = {}
+    for name, (idx, balanced_sampling) in train_sets.items():
+        idx = idx.to(pool.device)
+        probe = fit_linear_probe(pool[idx], data.labels[idx], data.num_classes, cfg.probe,
+                                 generator, balanced_sampling)
+        acc = per_class_accuracy(predict(probe, test), test_y, data.num_classes)
+        results[name] = summarize(acc, plan.class_counts, cfg.eval.sigma, cfg.eval.groups)
+    return results
+
+
+def _pretrain_summary(outcome, objective) -> dict:
+    last = outcome.history[-1] if outcome.history else {}
+    return {"epochs_completed": outcome.epochs_completed,
+            "final_loss": last.get("loss"), "final_knn_acc": last.get("knn_acc"),
+            "mean_positives": last.get("mean_positives"),
+            "images_per_s": outcome.images_seen / outcome.train_seconds if outcome.train_seconds else None,
+            "train_seconds": outcome.train_seconds,
+            "parameters": sum(p.numel() for p in objective.encoder.parameters())}
+
+
+def run_trial(cfg: TrialConfig, report: Callable[[dict], None] | None = None) -> TrialResult:
+    """Run the whole protocol for one config; report(metrics) is called once per epoch.
+
+    Same seed on the CPU gives the same numbers. A non-finite pretraining loss
+    ends the trial with status "diverged" (no probe metrics); it does not raise.
+    """
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)                       # initialisation
+    device = resolve_device(cfg.device)
+    plan = plan_data(cfg)
+    data = _train_set(plan, device)
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    s = plan.splits
+    encoder = build_encoder(cfg.model.arch, s.pool_x.shape[1], cfg.model.width, s.pool_x.shape[-1])
+    objective = build_objective(encoder, s.num_classes, cfg, gen).to(device)
+    if device.type == "cuda":
+        objective = objective.to(memory_format=torch.channels_last)
+    outcome = pretrain(objective, data, cfg, gen, report)
+    result = TrialResult(status=outcome.status, config=cfg.to_flat(), seed=cfg.seed,
+                         num_classes=s.num_classes, class_counts=plan.class_counts,
+                         class_order=plan.class_order, history=outcome.history,
+                         pretrain=_pretrain_summary(outcome, objective), device=str(device),
+                         versions={"torch": torch.__version__})
+    if outcome.status == "ok":
+        probe_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+        result.probes = _evaluate_probes(objective.encoder, data, plan, cfg, probe_gen)
+    result.wall_time_s = time.perf_counter() - start
+    return result
+
+
+# ---------------------------------------------------------------- command line
+
+# Shorthand flags -> config keys (anything else: --set KEY=VALUE).
+FLAGS = {"loss": ("loss.name", str), "k": ("loss.k", int), "temperature": ("loss.temperature", float),
+         "mode": ("loss.mode", str), "dataset": ("data.dataset", str), "data_root": ("data.data_root", str),
+         "imbalance_ratio": ("data.imbalance_ratio", float), "total": ("data.total", int),
+         "arch": ("model.arch", str), "epochs": ("optim.epochs", int),
+         "batch_size": ("optim.batch_size", int), "lr": ("optim.lr", float),
+         "sigma": ("eval.sigma", float), "seed": ("seed", int), "device": ("device", str)}
+
+
+def parse_set(items: list[str]) -> dict:
+    """["loss.k=6", "data.total=null"] -> {"loss.k": 6, "data.total": None} (values as JSON, else strings)."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainables.trial", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, (key, typ) in FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, help=f"sets {key}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key, e.g. --set probe.epochs=50 (repeatable)")
+    p.add_argument("--smoke", action="store_true", help="tiny data and model: seconds on a CPU")
+    p.add_argument("--output", help="also write the JSON result to this file")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrialConfig:
+    """Smoke preset, then --set, then the shorthand flags (later wins)."""
+    flat = dict(SMOKE) if args.smoke else {}
+    flat.update(parse_set(args.set))
+    flat.update({key: getattr(args, name) for name, (key, _) in FLAGS.items()
+                 if getattr(args, name) is not None})
+    return TrialConfig.from_flat(flat)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        plan_data(cfg)                    # bad data settings fail here, before training
+    except ValueError as e:
+        parser.error(str(e))              # one line, exit status 2
+    progress = lambda m: print(json.dumps(m), file=sys.stderr, flush=True)  # noqa: E731
+    result = json.dumps(run_trial(cfg, progress).to_dict(), indent=2)
+    print(result)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(result + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

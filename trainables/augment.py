@@ -28,9 +28,12 @@ def _uniform(shape, lo, hi, g, device):
 
 
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Resample x [B, C, H, W] through per-sample affine maps theta [B, 2, 3] (output -> input)."""
+    """Resample x [B, C, H, W] through per-sample affine maps theta [B, 2, 3] (output -> input).
+
+    Outside the image is 0: the digits' background (crops never leave the image).
+    """
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def crop_flip_theta(b: int, g, device, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
@@ -79,10 +82,12 @@ def colour_matrix(b: int, g, device, saturation=0.4, hue=0.1) -> torch.Tensor:
 
 
 def colour_jitter(x: torch.Tensor, g, p=0.8, brightness=0.4, contrast=0.4) -> torch.Tensor:
-    """Per-sample brightness, contrast, saturation and hue on x [B, 3, H, W] in [0, 1], each image with probability p."""
+    """Per-sample brightness, contrast, saturation and hue on x [B, 3, H, W] in [0, 1],
+    each image with probability p. Unlike torchvision the order is fixed (it
+    shuffles it per call) and the clamp to [0, 1] comes before each blend."""
     b, dev = len(x), x.device
-    out = x * _uniform((b, 1, 1, 1), 1 - brightness, 1 + brightness, g, dev)
-    luma = torch.einsum("c,bchw->bhw", torch.tensor(_LUMA, device=dev), out.clamp(0, 1))
+    out = (x * _uniform((b, 1, 1, 1), 1 - brightness, 1 + brightness, g, dev)).clamp(0, 1)
+    luma = torch.einsum("c,bchw->bhw", torch.tensor(_LUMA, device=dev), out)
     mean = luma.mean(dim=(1, 2))[:, None, None, None]
     out = mean + _uniform((b, 1, 1, 1), 1 - contrast, 1 + contrast, g, dev) * (out - mean)
     out = torch.einsum("bij,bjhw->bihw", colour_matrix(b, g, dev), out.clamp(0, 1))

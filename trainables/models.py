@@ -65,9 +65,15 @@ class CifarResNet(nn.Module):
 
 
 def projection_head(feature_dim: int, out_dim: int) -> nn.Module:
-    """SimCLR's MLP head: Linear - ReLU - Linear, [B, d] -> [B, out_dim]."""
-    return nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(inplace=True),
-                         nn.Linear(feature_dim, out_dim))
+    """MLP head: Linear - BN - ReLU - Linear, [B, d] -> [B, out_dim].
+
+    The BN (as in SimCLR v2 and MoCo v2's successors) centres the embeddings: without
+    it a freshly initialised CNN (ReLU features, all positive) maps every image to
+    nearly the same direction, and supervised contrastive losses sat at log(2B - 1)
+    for the first epochs on `shapes`.
+    """
+    return nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.BatchNorm1d(feature_dim),
+                         nn.ReLU(inplace=True), nn.Linear(feature_dim, out_dim))
 
 
 class Pixels(nn.Module):

@@ -3,7 +3,9 @@
 The training loop sees one interface, chosen once at construction from LOSSES:
 
     objective.views                         augmented views per image (1 or 2)
-    objective(views, y) -> (loss, n_pos)    views: list of [B, C, H, W]; y: [B];
+    objective(views, y, ids) -> (loss, n_pos)
+                                            views: list of [B, C, H, W]; y: [B] labels;
+                                            ids: [B] image indices in the pool;
                                             n_pos: mean positives per anchor ([] tensor)
                                             or None for cross-entropy
 """
@@ -30,7 +32,7 @@ class CrossEntropy(nn.Module):
         self.encoder = encoder
         self.head = nn.Linear(encoder.feature_dim, num_classes)
 
-    def forward(self, views, y):
+    def forward(self, views, y, ids):
         return F.cross_entropy(self.head(self.encoder(views[0])), y), None
 
 
@@ -49,7 +51,7 @@ class BatchContrastive(nn.Module):
         self.mask_fn = MASKS[cfg.loss.name]
         self.k, self.temperature, self.generator = cfg.loss.k, cfg.loss.temperature, generator
 
-    def forward(self, views, y):
+    def forward(self, views, y, ids):
         z = F.normalize(self.head(self.encoder(torch.cat(views))), dim=1)
         mask = self.mask_fn(torch.cat([y, y]), self.k, self.generator)
         return contrastive_loss(z, mask, self.temperature), mask.sum(1).float().mean()
@@ -65,6 +67,12 @@ class QueueKCL(nn.Module):
     positives are the anchor's own key plus k keys drawn at random among the
     other same-label keys (batch and queue). Both directions are averaged; then
     view 1's keys are enqueued, oldest out.
+
+    A queue as large as the train set still holds an older key of the anchor's
+    own image; it is a view of the same image, so it counts as a positive, never
+    as a negative. No Shuffle-BN: on one device the batch's keys share BN
+    statistics, a leak MoCo avoids across GPUs; the other images' keys in the
+    batch are negatives too, which blunts it.
     """
     views = 2
 
@@ -76,6 +84,7 @@ class QueueKCL(nn.Module):
         self.key_head = copy.deepcopy(self.head).requires_grad_(False)
         self.register_buffer("queue", torch.zeros(cfg.loss.queue_size, cfg.model.proj_dim))
         self.register_buffer("queue_labels", torch.full((cfg.loss.queue_size,), -1, dtype=torch.long))
+        self.register_buffer("queue_ids", torch.full((cfg.loss.queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_len", torch.zeros((), dtype=torch.long))   # slots filled
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))   # next write
         self.k, self.temperature = cfg.loss.k, cfg.loss.temperature
@@ -95,34 +104,36 @@ class QueueKCL(nn.Module):
         return F.normalize(self.key_head(self.key_encoder(x)), dim=1)
 
     @torch.no_grad()
-    def _enqueue(self, keys, labels):
+    def _enqueue(self, keys, labels, ids):
         size = len(self.queue)
+        keys, labels, ids = keys[-size:], labels[-size:], ids[-size:]   # a batch larger than the queue
         idx = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % size
-        self.queue[idx], self.queue_labels[idx] = keys[-size:].to(self.queue.dtype), labels[-size:]
+        self.queue[idx] = keys.to(self.queue.dtype)
+        self.queue_labels[idx], self.queue_ids[idx] = labels, ids
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % size)
         self.queue_len.copy_((self.queue_len + len(keys)).clamp(max=size))
 
-    def _direction(self, q, k_other, y, queue, queue_labels):
+    def _direction(self, q, k_other, y, ids, queue, queue_labels, queue_ids):
         """Loss of anchors q [B, D] against keys [k_other; queue]; returns (loss, mean positives)."""
         keys = torch.cat([k_other, queue])
         key_labels = torch.cat([y, queue_labels])
-        own = torch.zeros(len(q), len(keys), dtype=torch.bool, device=q.device)
-        own[:, : len(q)] = torch.eye(len(q), dtype=torch.bool, device=q.device)
+        # The anchor's own image: its other view, and any older key of it in the queue.
+        own = ids[:, None] == torch.cat([ids, queue_ids])[None, :]
         extra = sample_k_per_row(same_label_mask(y, key_labels) & ~own, self.k, self.generator)
         mask = own | extra
         return contrastive_loss(q, mask, self.temperature, keys=keys), mask.sum(1).float().mean()
 
-    def forward(self, views, y):
+    def forward(self, views, y, ids):
         self._momentum_update()
         q1, q2 = F.normalize(self.head(self.encoder(torch.cat(views))), dim=1).chunk(2)
         k1, k2 = self._keys(torch.cat(views)).chunk(2)
         # Only the filled part of the queue: empty slots are neither negatives nor positives.
         # (Read once per step; the queue fills within its first few steps.)
         n = int(self.queue_len)
-        queue, queue_labels = self.queue[:n].to(q1.dtype), self.queue_labels[:n]
-        loss1, pos1 = self._direction(q1, k2, y, queue, queue_labels)
-        loss2, pos2 = self._direction(q2, k1, y, queue, queue_labels)
-        self._enqueue(k1, y)
+        queue = (self.queue[:n].to(q1.dtype), self.queue_labels[:n], self.queue_ids[:n])
+        loss1, pos1 = self._direction(q1, k2, y, ids, *queue)
+        loss2, pos2 = self._direction(q2, k1, y, ids, *queue)
+        self._enqueue(k1, y, ids)
         return (loss1 + loss2) / 2, (pos1 + pos2) / 2
 
 

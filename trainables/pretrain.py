@@ -77,6 +77,9 @@ def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: 
     and positives are summed on the device and read once per epoch, which is also
     when a non-finite loss stops training with status "diverged".
     """
+    out = PretrainOutcome()
+    if cfg.optim.epochs == 0:                        # the untrained-encoder baseline
+        return out
     device = data.images.device
     n = len(data.indices)
     batch = min(cfg.optim.batch_size, n)
@@ -84,7 +87,6 @@ def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: 
     opt = torch.optim.SGD(objective.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                           weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps * cfg.optim.epochs))
-    out = PretrainOutcome()
     objective.train()
     for epoch in range(cfg.optim.epochs):
         start = time.perf_counter()
@@ -97,7 +99,7 @@ def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: 
             views = [(augment(x, data.kind, generator) - data.mean) / data.std
                      for _ in range(objective.views)]
             with _autocast(device):
-                loss, n_pos = objective(views, data.labels[idx])
+                loss, n_pos = objective(views, data.labels[idx], idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

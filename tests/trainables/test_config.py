@@ -26,6 +26,20 @@ def test_integral_floats_become_ints_but_fractions_are_refused():
         TrialConfig.from_flat({"loss.k": 2.5})
 
 
+def test_numpy_scalars_are_accepted():
+    import numpy as np
+    cfg = TrialConfig.from_flat({"loss.k": np.int64(3), "loss.temperature": np.float32(0.5),
+                                 "probe.balanced_sampling": np.bool_(True)})
+    assert (cfg.loss.k, cfg.loss.temperature, cfg.probe.balanced_sampling) == (3, 0.5, True)
+    assert type(cfg.loss.k) is int and type(cfg.probe.balanced_sampling) is bool
+
+
+def test_queue_mode_belongs_to_kcl_only():
+    assert TrialConfig.from_flat({"loss.name": "kcl", "loss.mode": "queue"}).loss.mode == "queue"
+    with pytest.raises(ValueError, match="loss.mode"):
+        TrialConfig.from_flat({"loss.name": "simclr", "loss.mode": "queue"})
+
+
 def test_config_is_frozen():
     cfg = TrialConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -73,3 +87,14 @@ def test_smoke_preset_is_a_valid_config():
 def test_contrastive_property():
     assert not TrialConfig.from_flat({"loss.name": "ce"}).loss.contrastive
     assert all(TrialConfig.from_flat({"loss.name": n}).loss.contrastive for n in ("simclr", "supcon", "kcl"))
+
+
+def test_active_only_hides_the_knobs_a_loss_ignores():
+    ce = TrialConfig.from_flat({"loss.name": "ce"}).to_flat(active_only=True)
+    assert ce["loss.k"] is None and ce["loss.temperature"] is None and ce["optim.lr"] == 0.05
+    simclr = TrialConfig.from_flat({"loss.name": "simclr"}).to_flat(active_only=True)
+    assert simclr["loss.k"] is None and simclr["loss.temperature"] == 0.3
+    kcl = TrialConfig.from_flat({"loss.name": "kcl", "loss.k": 4}).to_flat(active_only=True)
+    assert kcl["loss.k"] == 4 and kcl["loss.queue_size"] is None
+    queue = TrialConfig.from_flat({"loss.name": "kcl", "loss.mode": "queue"}).to_flat(active_only=True)
+    assert queue["loss.queue_size"] == 4096

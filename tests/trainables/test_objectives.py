@@ -22,7 +22,7 @@ def test_every_registered_loss_builds_and_gives_a_finite_differentiable_loss():
     y = torch.tensor([0, 0, 1, 2, 2, 2])
     for name in LOSSES:
         obj = _objective(**{"loss.name": name})
-        loss, _ = obj(x[: obj.views], y)
+        loss, _ = obj(x[: obj.views], y, torch.arange(6))
         loss.backward()
         assert torch.isfinite(loss)
         assert all(torch.isfinite(p.grad).all() for p in obj.parameters() if p.grad is not None)
@@ -36,12 +36,22 @@ def test_queue_mode_is_chosen_by_the_config():
 def test_queue_is_a_ring_buffer_of_keys_and_labels():
     obj = _objective(**{"loss.mode": "queue", "loss.queue_size": 5})
     keys = torch.arange(7 * 8, dtype=torch.float).view(7, 8)
-    obj._enqueue(keys[:3], torch.tensor([0, 1, 2]))
+    obj._enqueue(keys[:3], torch.tensor([0, 1, 2]), torch.tensor([10, 11, 12]))
     assert int(obj.queue_len) == 3 and int(obj.queue_ptr) == 3
-    obj._enqueue(keys[3:7], torch.tensor([3, 4, 5, 6]))
+    obj._enqueue(keys[3:7], torch.tensor([3, 4, 5, 6]), torch.tensor([13, 14, 15, 16]))
     # slots 3, 4 then wrap to 0, 1: the two oldest (0, 1) are overwritten
     assert obj.queue_labels.tolist() == [5, 6, 2, 3, 4]
+    assert obj.queue_ids.tolist() == [15, 16, 12, 13, 14]
     assert torch.equal(obj.queue[0], keys[5]) and int(obj.queue_len) == 5 and int(obj.queue_ptr) == 2
+
+
+def test_a_batch_larger_than_the_queue_keeps_its_newest_keys():
+    obj = _objective(**{"loss.mode": "queue", "loss.queue_size": 4})
+    keys = torch.arange(6 * 8, dtype=torch.float).view(6, 8)
+    obj._enqueue(keys, torch.arange(6), torch.arange(6))
+    assert sorted(obj.queue_labels.tolist()) == [2, 3, 4, 5] and int(obj.queue_len) == 4
+    obj._enqueue(keys[:1], torch.tensor([0]), torch.tensor([0]))   # the ring still advances
+    assert int(obj.queue_len) == 4 and 0 in obj.queue_labels.tolist()
 
 
 def test_queue_gives_a_lone_tail_sample_its_k_positives():
@@ -50,10 +60,12 @@ def test_queue_gives_a_lone_tail_sample_its_k_positives():
     y = torch.tensor([0, 0, 0, 9])
     views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
     obj = _objective(**{"loss.mode": "queue", "loss.k": 3, "loss.queue_size": 64})
-    obj._enqueue(torch.nn.functional.normalize(torch.randn(8, 8), dim=1), torch.full((8,), 9))
+    obj._enqueue(torch.nn.functional.normalize(torch.randn(8, 8), dim=1), torch.full((8,), 9),
+                 torch.arange(100, 108))
     q = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
     k = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
-    _, mean_pos = obj._direction(q, k, y, obj.queue[:8], obj.queue_labels[:8])
+    _, mean_pos = obj._direction(q, k, y, torch.arange(4), obj.queue[:8], obj.queue_labels[:8],
+                                 obj.queue_ids[:8])
     # rows 0-2 (class 0): own key + the 2 other class-0 keys; row 3: own key + 3 of the 8 queued
     assert abs(float(mean_pos) - (3 * 3 + 4) / 4) < 1e-6
 
@@ -63,7 +75,8 @@ def test_queue_direction_equals_the_masked_loss_with_keys():
     q = torch.nn.functional.normalize(torch.randn(4, 8, dtype=torch.float64), dim=1)
     k = torch.nn.functional.normalize(torch.randn(4, 8, dtype=torch.float64), dim=1)
     queue = torch.nn.functional.normalize(torch.randn(6, 8, dtype=torch.float64), dim=1)
-    loss, _ = obj._direction(q, k, torch.tensor([0, 1, 2, 3]), queue, torch.arange(6))
+    loss, _ = obj._direction(q, k, torch.tensor([0, 1, 2, 3]), torch.arange(4), queue,
+                             torch.arange(6), torch.arange(10, 16))
     # k = 0: the anchor's own key is its only positive; the denominator is every key
     logits = q @ torch.cat([k, queue]).T / obj.temperature
     expected = -(logits.diagonal()[:4] - torch.logsumexp(logits, 1)).mean()
@@ -82,3 +95,18 @@ def test_momentum_update_moves_keys_towards_the_online_encoder():
     obj._momentum_update()
     for b, k, q in zip(before, obj.key_encoder.parameters(), obj.encoder.parameters()):
         assert torch.allclose(k, 0.9 * b + 0.1 * q, atol=1e-6)
+
+
+def test_an_older_key_of_the_anchors_own_image_is_a_positive_not_a_negative():
+    obj = _objective(**{"loss.mode": "queue", "loss.k": 0})
+    q = torch.nn.functional.normalize(torch.randn(2, 8, dtype=torch.float64), dim=1)
+    k = torch.nn.functional.normalize(torch.randn(2, 8, dtype=torch.float64), dim=1)
+    queue = torch.nn.functional.normalize(torch.randn(3, 8, dtype=torch.float64), dim=1)
+    # queue slot 1 holds image 7's key from an earlier step; anchor 0 is image 7 again
+    loss, mean_pos = obj._direction(q, k, torch.tensor([0, 1]), torch.tensor([7, 8]), queue,
+                                    torch.tensor([0, 0, 1]), torch.tensor([3, 7, 4]))
+    assert float(mean_pos) == 1.5
+    logits = q @ torch.cat([k, queue]).T / obj.temperature
+    log_prob = logits - torch.logsumexp(logits, 1, keepdim=True)
+    expected = -((log_prob[0, 0] + log_prob[0, 3]) / 2 + log_prob[1, 1]) / 2
+    assert torch.allclose(loss, expected)

@@ -36,7 +36,7 @@ class Splits:
 
 def _shapes(train_per_class, val_per_class, test_per_class, data_seed, data_root=None) -> Splits:
     # Three independent draws, so that resizing one split leaves the others unchanged.
-    pool = shapes.generate(train_per_class or 600, seed=3 * data_seed)
+    pool = shapes.generate(train_per_class or 1000, seed=3 * data_seed)
     val = shapes.generate(val_per_class or 50, seed=3 * data_seed + 1)
     test = shapes.generate(test_per_class or 200, seed=3 * data_seed + 2)
     return _splits(pool, val, test, len(shapes.CLASS_NAMES), "rgb")

@@ -1,0 +1,110 @@
+import json
+import math
+
+import pytest
+
+from trainables.config import SMOKE, TrialConfig
+from trainables.objectives import LOSSES
+from trainables.trial import PROBES, main, run_trial
+
+PROBE_KEYS = {"top1", "many", "medium", "few", "balancedness", "acc_std", "worst_class_acc", "per_class_acc"}
+# every registered loss, and KCL in both of its modes
+VARIANTS = [{"loss.name": name} for name in LOSSES] + [{"loss.name": "kcl", "loss.mode": "queue"}]
+
+
+def _smoke(**flat):
+    return TrialConfig.from_flat({**SMOKE, **flat})
+
+
+@pytest.mark.parametrize("dataset", ["shapes", "digits"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
+def test_smoke_trial_of_every_loss_gives_complete_metrics_in_range(dataset, variant):
+    epochs = []
+    result = run_trial(_smoke(**{"data.dataset": dataset, **variant}), report=epochs.append)
+    assert result.status == "ok"
+    assert [m["epoch"] for m in epochs] == [1, 2] and all(math.isfinite(m["loss"]) for m in epochs)
+    assert all(0 <= m["knn_acc"] <= 1 for m in epochs)
+    counts = result.class_counts
+    assert len(counts) == result.num_classes == 10 and max(counts) / min(counts) == pytest.approx(10, rel=0.25)
+    assert counts[result.class_order[0]] == max(counts) and counts[result.class_order[-1]] == min(counts)
+    assert set(result.probes) == set(PROBES)
+    for probe in result.probes.values():
+        assert set(probe) == PROBE_KEYS
+        acc = probe["per_class_acc"]
+        assert len(acc) == 10 and all(0 <= a <= 1 for a in acc)
+        assert probe["top1"] == pytest.approx(sum(acc) / 10)
+        assert probe["worst_class_acc"] == min(acc)
+        assert 0 < probe["balancedness"] <= 1
+    if variant["loss.name"] != "ce":
+        # KCL: the other view plus up to k = 6 same-class rows; SimCLR exactly 1. The
+        # queue (256 keys, more than this train set) also holds older keys of the
+        # anchor's own image, which count as positives too.
+        mean_pos = result.pretrain["mean_positives"]
+        expected = {"simclr": mean_pos == 1, "supcon": mean_pos > 1,
+                    "kcl": 1 < mean_pos <= 7 if variant.get("loss.mode") != "queue" else mean_pos > 1}
+        assert expected[variant["loss.name"]], mean_pos
+    json.dumps(result.to_dict())   # the result is plain data
+
+
+def test_same_seed_gives_identical_results_and_another_seed_does_not():
+    a = run_trial(_smoke(**{"loss.name": "kcl", "seed": 1})).to_dict()
+    b = run_trial(_smoke(**{"loss.name": "kcl", "seed": 1})).to_dict()
+    c = run_trial(_smoke(**{"loss.name": "kcl", "seed": 2})).to_dict()
+    for r in (a, b, c):
+        r.pop("wall_time_s"), r["pretrain"].pop("images_per_s"), r["pretrain"].pop("train_seconds")
+        for m in r["history"]:
+            m.pop("images_per_s")
+    assert a == b
+    assert a["probes"] != c["probes"]
+
+
+def test_ce_on_balanced_digits_reaches_090_probe_accuracy():
+    cfg = TrialConfig.from_flat({"data.dataset": "digits", "data.imbalance_ratio": 1,
+                                 "loss.name": "ce", "model.width": 8, "optim.epochs": 8,
+                                 "optim.batch_size": 64})
+    result = run_trial(cfg)
+    assert result.probes["balanced"]["top1"] >= 0.90
+    assert result.probes["lt"]["top1"] >= 0.90
+    assert result.class_counts == [min(result.class_counts)] * 10
+
+
+def test_untrained_and_raw_pixel_baselines_run_through_the_same_trial():
+    untrained = run_trial(_smoke(**{"optim.epochs": 0}))
+    pixels = run_trial(_smoke(**{"model.arch": "pixels", "optim.epochs": 0}))
+    for r in (untrained, pixels):
+        assert r.status == "ok" and r.history == [] and 0 <= r.probes["balanced"]["top1"] <= 1
+    assert pixels.pretrain["parameters"] == 0
+
+
+def test_a_non_finite_loss_ends_the_trial_as_diverged_without_raising():
+    result = run_trial(_smoke(**{"loss.name": "ce", "optim.lr": 1e30, "optim.momentum": 0.0}))
+    assert result.status == "diverged"
+    assert result.probes == {} and result.pretrain["epochs_completed"] == 0
+
+
+def test_cli_prints_the_result_as_json(capsys, tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["--smoke", "--loss", "simclr", "--set", "probe.epochs=5", "--output", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["config"]["loss.name"] == "simclr" and printed["config"]["probe.epochs"] == 5
+    assert json.loads(out.read_text()) == printed
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--loss", "triplet"], "loss.name"),
+    (["--k", "-1"], "loss.k"),
+    (["--temperature", "0"], "loss.temperature"),
+    (["--imbalance-ratio", "0.5"], "data.imbalance_ratio"),
+    (["--dataset", "mnist"], "data.dataset"),
+    (["--set", "loss.kk=2"], "loss.kk"),
+    (["--set", "novalue"], "KEY=VALUE"),
+    (["--smoke", "--total", "5000"], "head class"),
+    (["--smoke", "--imbalance-ratio", "1000"], "no images"),
+    (["--k", "two"], "invalid int"),
+])
+def test_cli_refuses_bad_input_with_exit_2_and_one_line(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert words in err

@@ -1,0 +1,37 @@
+"""Reading sweep results: the Parquet files only, never Ray's internal files,
+so a result set copied from a cluster can be analysed on a laptop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+
+def _trial_files(path: Path) -> list[Path]:
+    """<sweep>/results/trials/*.parquet, given the sweep folder, its results folder,
+    or the trials folder itself. Temporary files of an interrupted write are skipped."""
+    for candidate in (path / "results" / "trials", path / "trials", path):
+        if candidate.is_dir() and any(candidate.glob("*.parquet")):
+            return sorted(f for f in candidate.glob("*.parquet") if not f.name.startswith("."))
+    raise FileNotFoundError(f"no trial results under {path} (expected results/trials/*.parquet)")
+
+
+def load_results(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """One DataFrame of every trial in one or several sweeps (one row per trial).
+
+    Columns follow study.records.results_schema: the dotted config keys,
+    "<probe>/<metric>" scalars, "<probe>/per_class_acc" and class_counts lists,
+    status, seed, provenance, and `sweep`.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    frames = [pd.read_parquet(f) for p in paths for f in _trial_files(Path(p))]
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_history(path: str | Path) -> pd.DataFrame:
+    """Per-epoch metrics of every trial of one sweep (trial_id, epoch, loss, knn_acc, ...)."""
+    files = sorted(Path(path).glob("**/history/*.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()

@@ -1,0 +1,6 @@
+"""Supervised contrastive learning (SupCon): the temperature."""
+
+
+def space(trial) -> dict:
+    trial.suggest_float("loss.temperature", 0.05, 0.5, log=True)
+    return {"loss.name": "supcon"}

@@ -1,0 +1,128 @@
+"""MLflow tracking: the driver is the only writer (a Tune callback), workers never touch the store.
+
+One experiment per study; one parent run per sweep (tags: study, sweep, git
+commit, command line); one child run per trial with the active config as params,
+per-epoch metrics with their step, and the final metrics: per probe top-1,
+many/medium/few, balancedness, class-accuracy std, worst class, and one
+"<probe>/class_acc/NNN" metric per class. A failed trial's run ends FAILED with
+the error as a tag. Child runs carry a `trial_id` tag, so a resumed sweep finds
+and reuses them instead of opening duplicates.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ray.tune import Callback
+
+from study.parquet_sink import error_message, final_result
+from study.records import _config_columns
+from trainables.tune_adapter import SCALAR_PROBE_METRICS
+
+EPOCH_METRICS = ("loss", "knn_acc", "lr", "images_per_s", "mean_positives")
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient  # lazy: mlflow is slow to import
+    return MlflowClient(tracking_uri=uri)
+
+
+def start_parent_run(uri: str, study: str, sweep: str, tags: dict) -> tuple[str, str]:
+    """Create (or find) the study's experiment and open the sweep's parent run.
+
+    Called once, in the driver, before any trial starts: the first use of a
+    sqlite store creates its tables, and concurrent first uses race.
+    Returns (experiment_id, parent_run_id).
+    """
+    client = _client(uri)
+    experiment = client.get_experiment_by_name(study)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(study)
+    run = client.create_run(experiment_id, run_name=sweep,
+                            tags={"study": study, "sweep": sweep, **tags})
+    return experiment_id, run.info.run_id
+
+
+def end_parent_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    _client(uri).set_terminated(run_id, status)
+
+
+def final_metric_values(result: dict) -> dict[str, float]:
+    """Final metrics of a TrialResult dict, MLflow keys -> values (NaN groups left out)."""
+    out = {}
+    for probe, metrics in result["probes"].items():
+        out.update({f"{probe}/{m}": metrics[m] for m in SCALAR_PROBE_METRICS if metrics[m] == metrics[m]})
+        out.update({f"{probe}/class_acc/{c:03d}": a for c, a in enumerate(metrics["per_class_acc"])})
+    out["wall_time_s"] = result["wall_time_s"]
+    if result["pretrain"].get("images_per_s"):
+        out["pretrain/images_per_s"] = result["pretrain"]["images_per_s"]
+    return out
+
+
+class MlflowSink(Callback):
+    """Driver-side Tune callback writing one child run per trial under the parent run."""
+
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, study: str, sweep: str):
+        self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
+        self.study, self.sweep = study, sweep
+        self.runs: dict[str, str] = {}          # trial id -> run id
+        self._mlflow = None
+
+    def __getstate__(self):
+        # Tune pickles callbacks with the experiment (for --resume); the client is rebuilt.
+        return {**self.__dict__, "_mlflow": None}
+
+    @property
+    def client(self):
+        if self._mlflow is None:
+            self._mlflow = _client(self.uri)
+        return self._mlflow
+
+    def _run_id(self, trial) -> str:
+        if trial.trial_id in self.runs:
+            return self.runs[trial.trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.trial_id = '{trial.trial_id}' and tags.sweep = '{self.sweep}'")
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=trial.trial_id, tags={
+                "mlflow.parentRunId": self.parent_run_id, "trial_id": trial.trial_id,
+                "study": self.study, "sweep": self.sweep})
+            run_id = run.info.run_id
+            self._log(run_id, params={k: v for k, v in _config_columns(trial.config).items() if v is not None})
+        self.runs[trial.trial_id] = run_id
+        return run_id
+
+    def _log(self, run_id: str, metrics: dict | None = None, step: int = 0, params: dict | None = None,
+             tags: dict | None = None) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None],
+            params=[Param(k, str(v)) for k, v in (params or {}).items()],
+            tags=[RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()])
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        # The final report also carries the last epoch's metrics (the adapter holds them back).
+        if "epoch" in result:
+            self._log(self._run_id(trial), {k: result[k] for k in EPOCH_METRICS if k in result},
+                      step=int(result["epoch"]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id, result = self._run_id(trial), final_result(trial)
+        if result is None:
+            self._log(run_id, tags={"status": "stopped"})
+        else:
+            self._log(run_id, final_metric_values(result), step=result["pretrain"]["epochs_completed"],
+                      tags={"status": result["status"], "device": result["device"]})
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self._run_id(trial)
+        self._log(run_id, tags={"status": "error", "error": error_message(trial)})
+        self.client.set_terminated(run_id, "FAILED")

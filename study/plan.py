@@ -1,0 +1,146 @@
+"""A sweep's resolved plan: what to run, where, and with what budget.
+
+`build_plan` turns the parsed command line into a SweepPlan and checks every trial
+config it implies (each imbalance level's, with the preset and overrides), so that
+bad input fails before Ray starts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from study.studies import STUDIES, budget
+from trainables.config import TrialConfig
+from trainables.trial import parse_set, plan_data
+
+DEFAULT_LEVELS = (1.0, 10.0, 100.0)
+SMOKE_LEVELS = (1.0, 10.0)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    study: str
+    name: str
+    storage: str                        # absolute
+    base: dict                          # flat trial config shared by every trial
+    levels: list[float] = field(default_factory=list)      # empty in range mode
+    ratio_range: tuple[float, float] | None = None
+    objectives: list[str] = field(default_factory=list)    # e.g. ["lt/top1", "lt/balancedness"]
+    scheduler: str = "none"
+    num_samples: int = 1
+    seeds: int = 1
+    seed: int = 0
+    epochs: int = 1
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    address: str | None = None
+    mlflow_uri: str = ""
+    resume: bool = False
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.storage) / self.name
+
+    @property
+    def results_dir(self) -> Path:
+        return self.sweep_dir / "results"
+
+    def save(self) -> None:
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        (self.sweep_dir / "sweep.json").write_text(json.dumps(asdict(self), indent=2))
+
+
+def _levels(text: str) -> list[float]:
+    try:
+        levels = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--imbalance-levels {text!r}: expected numbers like 1,10,100") from None
+    if not levels or any(x < 1 for x in levels):
+        raise ValueError(f"--imbalance-levels {text!r}: every ratio must be >= 1")
+    return levels
+
+
+def _range(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition(":")
+    try:
+        lo, hi = float(low), float(high)
+    except ValueError:
+        raise ValueError(f"--imbalance-range {text!r}: expected LOW:HIGH like 1:100") from None
+    if not sep or lo < 1 or hi <= lo:
+        raise ValueError(f"--imbalance-range {text!r}: need 1 <= LOW < HIGH")
+    return lo, hi
+
+
+def _check_positive(args) -> None:
+    for flag, value, minimum in (("--num-samples", args.num_samples, 1), ("--epochs", args.epochs, 1),
+                                 ("--max-concurrent", args.max_concurrent, 1)):
+        if value is not None and value < minimum:
+            raise ValueError(f"{flag}={value}: must be >= {minimum}")
+    if args.cpus_per_trial <= 0:
+        raise ValueError(f"--cpus-per-trial={args.cpus_per_trial}: must be > 0")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise ValueError(f"--gpus-per-trial={args.gpus_per_trial}: must be >= 0")
+
+
+def _objectives(args) -> list[str]:
+    names = ["top1", "balancedness"] if args.objective == "multi" else [args.objective]
+    return [f"{args.probe}/{n}" for n in names]
+
+
+def _gpu_budget(args) -> bool:
+    if args.gpus_per_trial is not None:
+        return args.gpus_per_trial > 0
+    import torch
+    return torch.cuda.is_available()
+
+
+def build_plan(args, storage: Path, name: str) -> SweepPlan:
+    """Resolve the command line into a plan; raise ValueError on anything invalid."""
+    if args.resume:
+        saved = json.loads((storage / name / "sweep.json").read_text())
+        saved["ratio_range"] = tuple(saved["ratio_range"]) if saved["ratio_range"] else None
+        return SweepPlan(**{**saved, "storage": str(storage), "resume": True})
+    study = STUDIES[args.study]
+    _check_positive(args)
+    if args.imbalance_levels and args.imbalance_range:
+        raise ValueError("--imbalance-levels and --imbalance-range exclude each other: pick one")
+    if args.scheduler == "asha" and args.objective == "multi":
+        raise ValueError("--scheduler asha stops trials early, and stopped trials would enter the "
+                         "multi-objective Pareto set with partial values: use --objective top1 or "
+                         "balancedness with asha")
+    if study.space is None and (args.imbalance_range or args.scheduler == "asha"):
+        raise ValueError(f"{args.study} is a grid, not a search: --imbalance-range and "
+                         "--scheduler asha do not apply")
+    preset = budget(args.smoke, _gpu_budget(args))
+    overrides = parse_set(args.set)
+    base = {**study.base, **preset.config, **overrides}
+    if args.dataset:
+        base["data.dataset"] = args.dataset
+        if args.dataset != "shapes" and "data.total" not in overrides:
+            base["data.total"] = None     # the studies' fixed total is sized for shapes' pool
+    if args.data_root:
+        base["data.data_root"] = args.data_root
+    if args.epochs:
+        base["optim.epochs"] = args.epochs
+    levels = [] if args.imbalance_range else _levels(
+        args.imbalance_levels or ",".join(map(str, SMOKE_LEVELS if args.smoke else DEFAULT_LEVELS)))
+    ratio_range = _range(args.imbalance_range) if args.imbalance_range else None
+    # Every trial's config must be valid at every level (or both ends of the range).
+    for ratio in levels or list(ratio_range):
+        cfg = TrialConfig.from_flat({**base, "data.imbalance_ratio": ratio, "seed": args.seed})
+        plan_data(cfg)
+    storage_uri = f"sqlite:///{storage / 'mlflow.db'}"
+    num_samples, seeds = args.num_samples or preset.num_samples, preset.seeds
+    if study.space is None:
+        seeds = args.num_samples or seeds             # a grid repeats over seeds
+    elif levels and num_samples % len(levels):
+        num_samples += len(levels) - num_samples % len(levels)   # even shares: round up
+    return SweepPlan(study=args.study, name=name, storage=str(storage), base=base, levels=levels,
+                     ratio_range=ratio_range, objectives=_objectives(args), scheduler=args.scheduler,
+                     num_samples=num_samples, seeds=seeds,
+                     seed=args.seed, epochs=cfg.optim.epochs, cpus_per_trial=args.cpus_per_trial,
+                     gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+                     address=args.address, mlflow_uri=args.mlflow_uri or storage_uri)

@@ -1,0 +1,90 @@
+"""One trial's record, shared by the Parquet and MLflow sinks, and the fixed
+Parquet schema (architecture note, "Results").
+
+Columns: identity (trial_id, study, sweep), status and error, provenance
+(seed, wall time, device, git commit, package versions), the resolved config
+flattened under its dotted keys (keys the loss ignores are null), the long-tail
+draw (class_counts, class_order as lists), per probe "<probe>/<metric>" scalars
+and "<probe>/per_class_acc" lists, and pretraining summaries "pretrain/<name>".
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+
+import pyarrow as pa
+
+from trainables.config import TrialConfig, flat_keys
+from trainables.tune_adapter import SCALAR_PROBE_METRICS
+from trainables.trial import PROBES
+
+PRETRAIN_COLUMNS = {"pretrain/epochs_completed": pa.int64(), "pretrain/final_loss": pa.float64(),
+                    "pretrain/final_knn_acc": pa.float64(), "pretrain/mean_positives": pa.float64(),
+                    "pretrain/images_per_s": pa.float64()}
+HISTORY_SCHEMA = pa.schema([("trial_id", pa.string()), ("epoch", pa.int64()), ("loss", pa.float64()),
+                            ("knn_acc", pa.float64()), ("lr", pa.float64()),
+                            ("images_per_s", pa.float64()), ("mean_positives", pa.float64())])
+
+
+def _config_type(key: str) -> pa.DataType:
+    section, _, name = key.rpartition(".")
+    cls = type(getattr(TrialConfig(), section)) if section else TrialConfig
+    options = typing.get_args(typing.get_type_hints(cls)[name]) or (typing.get_type_hints(cls)[name],)
+    for py, arrow in ((bool, pa.bool_()), (int, pa.int64()), (float, pa.float64())):
+        if py in options:
+            return arrow
+    return pa.string()
+
+
+def results_schema() -> pa.Schema:
+    fields = [("trial_id", pa.string()), ("study", pa.string()), ("sweep", pa.string()),
+              ("status", pa.string()), ("error", pa.string()),
+              ("wall_time_s", pa.float64()), ("device_used", pa.string()), ("git_commit", pa.string()),
+              ("versions", pa.string()), ("num_classes", pa.int64()),
+              ("class_counts", pa.list_(pa.int64())), ("class_order", pa.list_(pa.int64()))]
+    fields += [(key, _config_type(key)) for key in flat_keys()]
+    for probe in PROBES:
+        fields += [(f"{probe}/{m}", pa.float64()) for m in SCALAR_PROBE_METRICS]
+        fields.append((f"{probe}/per_class_acc", pa.list_(pa.float64())))
+    fields += list(PRETRAIN_COLUMNS.items())
+    return pa.schema(fields)
+
+
+def _config_columns(config: dict) -> dict:
+    """The resolved, active-only config; a config that does not even parse keeps its raw values."""
+    try:
+        return TrialConfig.from_flat(config).to_flat(active_only=True)
+    except (ValueError, TypeError):
+        return {k: config.get(k) for k in flat_keys()}
+
+
+def trial_row(trial_id: str, config: dict, result: dict | None, provenance: dict,
+              status: str = "error", error: str | None = None) -> dict:
+    """One results row.
+
+    result: TrialResult.to_dict() of a finished trial (its own status, "ok" or
+    "diverged"), or None for a trial without one: `status` says why ("error" for
+    a trial that raised, with `error`; "stopped" for one the scheduler ended early).
+    provenance: study, sweep, git_commit, versions (dict).
+    """
+    row = {"trial_id": trial_id, "study": provenance["study"], "sweep": provenance["sweep"],
+           "git_commit": provenance["git_commit"], "versions": json.dumps(provenance["versions"]),
+           "status": status if result is None else result["status"], "error": error,
+           **_config_columns(config)}           # includes "seed"
+    if result is None:
+        return row
+    row.update(wall_time_s=result["wall_time_s"], device_used=result["device"],
+               num_classes=result["num_classes"], class_counts=result["class_counts"],
+               class_order=result["class_order"])
+    for probe, metrics in result["probes"].items():
+        row.update({f"{probe}/{m}": metrics[m] for m in (*SCALAR_PROBE_METRICS, "per_class_acc")})
+    row.update({col: result["pretrain"].get(col.split("/", 1)[1]) for col in PRETRAIN_COLUMNS})
+    return row
+
+
+def history_rows(trial_id: str, epochs: list[dict]) -> list[dict]:
+    """Per-epoch rows from the loop's metrics dicts (TrialResult.history, or the reports seen)."""
+    names = HISTORY_SCHEMA.names[1:]
+    return [{"trial_id": trial_id, **{n: epoch.get(n) for n in names}} for epoch in epochs]
+

@@ -1,0 +1,130 @@
+"""Run a planned sweep: Ray, the Tuner, the driver-side sinks, and the summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from study.plan import SweepPlan
+from study.studies import STUDIES
+
+
+def build_tuner(plan: SweepPlan, callbacks: list):
+    """Tuner(tune_trainable, search per imbalance level or a grid, callbacks)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from study.searcher import LevelSearch
+
+    study = STUDIES[plan.study]
+    param_space = {**plan.base, "seed": plan.seed}
+    search_alg, num_samples = None, plan.num_samples
+    if study.space is None:                      # a grid: every combination, seeds repeated
+        param_space.update({k: tune.grid_search(v) for k, v in study.grid.items()})
+        param_space["data.imbalance_ratio"] = tune.grid_search(plan.levels)
+        param_space["seed"] = tune.grid_search([plan.seed + i for i in range(plan.seeds)])
+        num_samples = 1
+    else:
+        search_alg = LevelSearch(study.space, plan.objectives, plan.levels, plan.seed, plan.ratio_range)
+    scheduler = None
+    if plan.scheduler == "asha":
+        scheduler = ASHAScheduler(metric="knn_acc", mode="max", time_attr="epoch", max_t=plan.epochs,
+                                  grace_period=max(1, plan.epochs // 4))
+    return tune.Tuner(
+        _trainable(plan), param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                                    max_concurrent_trials=plan.max_concurrent,
+                                    trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(name=plan.name, storage_path=plan.storage, callbacks=callbacks,
+                                  verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folders: Ray's default packs the whole config into the name."""
+    return f"trial_{trial.trial_id}"
+
+
+def _trainable(plan: SweepPlan):
+    """The Tune adapter with the plan's resources (GPU: as asked, else 1 if the cluster has any)."""
+    import ray
+    from ray import tune
+
+    from trainables.tune_adapter import tune_trainable
+    gpus = plan.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return tune.with_resources(tune_trainable, {"cpu": plan.cpus_per_trial, "gpu": gpus})
+
+
+def start_ray(address: str | None) -> None:
+    """Join the cluster at `address`, or start a private local one ("local": never
+    attach by accident to a cluster someone started on this machine)."""
+    import ray
+    if ray.is_initialized():                     # a test session's, or a caller's
+        return
+    runtime_env = None
+    if address is not None:
+        # Workers on other nodes import the project from what the driver ships.
+        import analysis
+        import search_spaces
+        import study
+        import trainables
+        runtime_env = {"py_modules": [trainables, study, search_spaces, analysis]}
+    ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False, configure_logging=True, runtime_env=runtime_env)
+
+
+def total_trials(plan: SweepPlan) -> int:
+    study = STUDIES[plan.study]
+    if study.space is None:
+        combos = 1
+        for values in study.grid.values():
+            combos *= len(values)
+        return combos * len(plan.levels) * plan.seeds
+    return plan.num_samples
+
+
+def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int:
+    """Run (or resume) the sweep; print the summary. Exit status 1 only if every trial failed."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # The objectives come only with a trial's final report, not with every epoch's.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    from ray import tune
+
+    from study.mlflow_sink import MlflowSink, end_parent_run, start_parent_run
+    from study.parquet_sink import ParquetSink
+    from study.progress import Progress
+    from study.summary import summarize_sweep
+
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)   # one line per trial is ours to print
+    start_ray(plan.address)
+    if plan.resume:
+        state = json.loads((plan.sweep_dir / "mlflow.json").read_text())
+        print(f"resuming {plan.name} in {plan.sweep_dir}", flush=True)
+        tuner = tune.Tuner.restore(str(plan.sweep_dir), trainable=_trainable(plan),
+                                   resume_unfinished=True, resume_errored=False)
+    else:
+        plan.save()
+        experiment_id, parent = start_parent_run(plan.mlflow_uri, plan.study, plan.name,
+                                                 {"git_commit": commit, "command": command})
+        state = {"experiment_id": experiment_id, "parent_run_id": parent}
+        (plan.sweep_dir / "mlflow.json").write_text(json.dumps(state))
+        provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
+        callbacks = [MlflowSink(plan.mlflow_uri, experiment_id, parent, plan.study, plan.name),
+                     ParquetSink(plan.results_dir, provenance),
+                     Progress(total_trials(plan), plan.objectives, plan.results_dir)]
+        print(f"sweep {plan.name}: {total_trials(plan)} trials of {plan.study} "
+              f"-> {plan.sweep_dir}", flush=True)
+        tuner = build_tuner(plan, callbacks)
+    tuner.fit()
+    ok = summarize_sweep(plan)
+    written = len(list(plan.results_dir.glob("trials/*.parquet")))
+    if written < total_trials(plan):              # interrupted (Ctrl-C): fit() returns normally
+        print(f"\ninterrupted after {written} of {total_trials(plan)} trials; continue with:\n"
+              f"  python -m study.sweep {plan.study} --resume {plan.name} --storage {plan.storage}")
+        return 130
+    end_parent_run(plan.mlflow_uri, state["parent_run_id"], "FINISHED" if ok else "FAILED")
+    return 0 if ok else 1
+

@@ -1,0 +1,63 @@
+"""The studies `python -m study.sweep STUDY` knows: a search space (or a grid),
+a base config, and the budget presets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from search_spaces import ce, cl, kpcl, supcon
+from trainables.config import SMOKE
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study.
+
+    space: `space(trial) -> dict` searched by Optuna, or None for a grid study.
+    grid: config key -> values, every combination run (grid studies only).
+    base: flat config every trial starts from (the space's values override it).
+    """
+    description: str
+    space: Callable | None = None
+    grid: dict[str, list] = field(default_factory=dict)
+    base: dict = field(default_factory=dict)
+
+
+# Study setting: shapes, a fixed total of 2,000 train images so that the imbalance
+# varies at a constant dataset size (the paper's LT series); the pool holds 1,000
+# images per class, enough for the head class up to ratio 100.
+BASE = {"data.dataset": "shapes", "data.total": 2000}
+
+STUDIES = {
+    "kpcl": Study("k-positive contrastive learning: k, temperature, imbalance ratio", kpcl.space, base=BASE),
+    "cl": Study("SimCLR-style contrastive learning: temperature, imbalance ratio", cl.space, base=BASE),
+    "supcon": Study("supervised contrastive learning: temperature, imbalance ratio", supcon.space, base=BASE),
+    "ce": Study("cross-entropy: learning rate, weight decay, imbalance ratio", ce.space, base=BASE),
+    "fig2": Study("the paper's Figure 2 as a grid: losses (ce, simclr, kcl) x imbalance levels x seeds",
+                  grid={"loss.name": ["ce", "simclr", "kcl"]}, base=BASE),
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much a sweep runs: trials (per level x levels, or grid repeats), epochs, and
+    the trial-level config the preset adds."""
+    num_samples: int
+    seeds: int
+    config: dict
+
+
+def budget(smoke: bool, gpu: bool) -> Budget:
+    """The preset for this machine.
+
+    smoke: tiny trials that exercise every code path in seconds.
+    CPU:   about fifteen minutes on two cores (see the README for what it can show).
+    GPU:   training lengths from the literature for the CIFAR-style ResNet-18.
+    """
+    if smoke:
+        return Budget(num_samples=4, seeds=1, config={**SMOKE, "data.total": None})
+    if gpu:
+        return Budget(num_samples=24, seeds=3, config={"model.arch": "resnet18", "optim.epochs": 200,
+                                                       "optim.batch_size": 256})
+    return Budget(num_samples=18, seeds=2, config={"optim.epochs": 20})

@@ -1,0 +1,152 @@
+"""`python -m study.sweep STUDY [options]`: a whole study on Ray Tune.
+
+    parse and validate everything (exit 2 on bad input, before Ray starts)
+    -> STUDIES[STUDY]: search space + base config
+    -> build_tuner: Tuner(tune_trainable, OptunaSearch per imbalance level,
+                          callbacks=[MLflow, Parquet, progress])
+    -> trainables.run_trial on the workers, one trial each
+    -> summary: Pareto-optimal trials per imbalance level, where the results are
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from study.plan import SweepPlan, build_plan
+from study.studies import STUDIES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m study.sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", nargs="?", help="one of: " + ", ".join(STUDIES))
+    p.add_argument("--list", action="store_true", help="list the studies and exit")
+    g = p.add_argument_group("search")
+    g.add_argument("--objective", choices=["multi", "top1", "balancedness"], default="multi",
+                   help="multi (default): maximise top-1 and p(V) together; or one of them")
+    g.add_argument("--probe", choices=["lt", "balanced"], default="lt",
+                   help="whose metrics are optimised: the long-tailed probe (default) or the balanced one")
+    g.add_argument("--imbalance-levels", help="comma-separated ratios, each with an even share "
+                   "of the trials and its own Optuna study (default 1,10,100; smoke 1,10)")
+    g.add_argument("--imbalance-range", help="LOW:HIGH, Optuna searches the ratio itself (log scale)")
+    g.add_argument("--scheduler", choices=["none", "asha"], default="none",
+                   help="asha: stop weak trials early on validation kNN accuracy (single objective only)")
+    g.add_argument("--num-samples", type=int, help="trials in all (grid studies: repeats = seeds)")
+    g.add_argument("--epochs", type=int, help="pretraining epochs per trial")
+    g.add_argument("--dataset", help="shapes (default) or digits")
+    g.add_argument("--data-root", help="where a dataset's files are")
+    g.add_argument("--seed", type=int, default=0, help="first trial seed and Optuna's seed")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any trial config key for every trial, e.g. --set probe.epochs=50")
+    g.add_argument("--smoke", action="store_true", help="a handful of tiny trials: every code path in seconds")
+    r = p.add_argument_group("resources")
+    r.add_argument("--cpus-per-trial", type=float, default=1.0)
+    r.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="fractions share a GPU (default: 1 if the cluster has GPUs, else 0)")
+    r.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
+    r.add_argument("--address", help="auto or HOST:PORT: join an existing Ray cluster (default: start a local one)")
+    o = p.add_argument_group("output")
+    o.add_argument("--storage", default="runs", help="results folder (default ./runs)")
+    o.add_argument("--name", help="sweep name (default STUDY-<UTC timestamp>)")
+    o.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite:///STORAGE/mlflow.db)")
+    o.add_argument("--resume", metavar="NAME", help="continue the interrupted sweep NAME in --storage")
+    return p
+
+
+def list_studies() -> str:
+    return "\n".join(f"{name:8s} {study.description}" for name, study in STUDIES.items())
+
+
+def git_commit() -> str:
+    """HEAD of the checkout the code runs from, '+dirty' when it has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> dict:
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "torchvision", "ray", "optuna", "mlflow", "pyarrow", "pandas"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def check_address(address: str | None) -> None:
+    """An unreachable cluster is bad input: say so before Ray tries for minutes."""
+    if address is None:
+        return
+    if address == "auto":
+        if not (os.environ.get("RAY_ADDRESS") or Path("/tmp/ray/ray_current_cluster").exists()):
+            raise ValueError("--address auto: no running Ray cluster found on this machine "
+                             "(start one with `ray start --head`, or leave --address out)")
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--address {address!r}: expected auto or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise ValueError(f"--address {address}: cannot reach a Ray cluster there ({e.strerror or e})") from None
+
+
+def check_storage(storage: Path) -> None:
+    """Writable, or creatable under a writable folder; checked without writing anything."""
+    if storage.exists() and not storage.is_dir():
+        raise ValueError(f"--storage {storage}: exists and is not a folder")
+    existing = storage
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--storage {storage}: not writable ({existing} does not allow it)")
+
+
+def validate(args: argparse.Namespace) -> SweepPlan:
+    """Everything that can be wrong with the input, checked before Ray starts."""
+    if args.study not in STUDIES:
+        raise ValueError(f"unknown study {args.study!r}; choose one of {', '.join(STUDIES)} (--list)")
+    storage = Path(args.storage).resolve()
+    check_storage(storage)
+    check_address(args.address)
+    name = args.resume or args.name or f"{args.study}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    if args.resume and not (storage / name / "sweep.json").exists():
+        raise ValueError(f"--resume {name}: no sweep of that name in {storage}")
+    if not args.resume and (storage / name).exists():
+        raise ValueError(f"--name {name}: {storage / name} exists already (use --resume {name})")
+    return build_plan(args, storage, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print(list_studies())
+        return 0
+    if args.study is None:
+        parser.error("name a study (--list shows them)")
+    try:
+        plan = validate(args)
+    except ValueError as e:
+        parser.error(str(e))                      # one line, exit status 2
+    from study.runner import run_sweep           # lazy: Ray, Optuna and MLflow import slowly
+    command = " ".join(["python -m study.sweep", *(sys.argv[1:] if argv is None else argv)])
+    return run_sweep(plan, git_commit(), versions(), command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Every registered study gives valid trial configs, without Ray."""
+
+import optuna
+import pytest
+
+from study.studies import BASE, STUDIES, budget
+from trainables.config import SMOKE, TrialConfig
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_each_study_space_gives_valid_configs_within_its_ranges(name):
+    study = STUDIES[name]
+    sampler = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        if study.space is None:
+            configs = [{k: v} for k, values in study.grid.items() for v in values]
+        else:
+            trial = sampler.ask()
+            configs = [{**study.space(trial), **trial.params}]
+            # parameter names are config keys, so the trial's params go straight in
+            assert set(trial.params) <= set(TrialConfig().to_flat())
+        for flat in configs:
+            cfg = TrialConfig.from_flat({**study.base, **flat, "data.imbalance_ratio": 10})
+            assert cfg.data.total == BASE["data.total"]
+            if name == "kpcl":
+                assert cfg.loss.name == "kcl" and 1 <= cfg.loss.k <= 32
+            if name in ("kpcl", "cl", "supcon"):
+                assert 0.05 <= cfg.loss.temperature <= 0.5
+
+
+def test_presets_are_valid_configs():
+    for smoke, gpu in ((True, False), (False, False), (False, True)):
+        preset = budget(smoke, gpu)
+        TrialConfig.from_flat({**BASE, **preset.config})
+        assert preset.num_samples >= 4
+    assert budget(True, False).config["optim.epochs"] == SMOKE["optim.epochs"]

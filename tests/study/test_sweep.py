@@ -1,0 +1,159 @@
+"""Smoke sweeps on the real Ray, Optuna, MLflow (sqlite) and Parquet."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.results import load_history, load_results
+from study.studies import STUDIES, Study
+from study.sweep import main
+from trainables.metrics import balancedness
+
+
+def _mlflow_runs(storage: Path, study: str):
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(study)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+@pytest.fixture(scope="module")
+def kpcl_smoke(ray_cluster, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("sweeps")
+    code = main(["kpcl", "--smoke", "--storage", str(storage), "--name", "smoke"])
+    return code, storage
+
+
+def test_smoke_sweep_writes_one_row_and_one_child_run_per_trial(kpcl_smoke):
+    code, storage = kpcl_smoke
+    assert code == 0
+    df = load_results(storage / "smoke")
+    assert len(df) == 4 and df["trial_id"].is_unique and set(df["status"]) == {"ok"}
+    assert (df["sweep"] == "smoke").all() and (df["study"] == "kpcl").all()
+    _, parents, children = _mlflow_runs(storage, "kpcl")
+    assert len(parents) == 1 and len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert {c.data.tags["trial_id"] for c in children} == set(df["trial_id"])
+    assert parents[0].data.tags["git_commit"] and "study.sweep kpcl" in parents[0].data.tags["command"]
+    for child in children:
+        assert child.info.status == "FINISHED"
+        for probe in ("lt", "balanced"):
+            per_class = [k for k in child.data.metrics if k.startswith(f"{probe}/class_acc/")]
+            assert sorted(per_class) == [f"{probe}/class_acc/{c:03d}" for c in range(10)]
+
+
+def test_every_imbalance_level_gets_its_share_and_k_is_searched(kpcl_smoke):
+    _, storage = kpcl_smoke
+    df = load_results(storage / "smoke")
+    assert df["data.imbalance_ratio"].value_counts().to_dict() == {1.0: 2, 10.0: 2}
+    assert (df["loss.name"] == "kcl").all() and df["loss.k"].between(1, 32).all()
+    assert df["loss.temperature"].between(0.05, 0.5).all()
+    assert df["loss.queue_size"].isna().all()          # batch mode: the queue's knobs are null
+
+
+def test_stored_balancedness_equals_the_one_recomputed_from_per_class_accuracy(kpcl_smoke):
+    _, storage = kpcl_smoke
+    df = load_results(storage / "smoke")
+    for _, row in df.iterrows():
+        for probe in ("lt", "balanced"):
+            acc = list(row[f"{probe}/per_class_acc"])
+            assert len(acc) == 10
+            assert math.isclose(row[f"{probe}/balancedness"], balancedness(acc, row["eval.sigma"]))
+            assert math.isclose(row[f"{probe}/top1"], sum(acc) / 10)
+        assert sum(row["class_counts"]) > 0 and len(row["class_counts"]) == 10
+
+
+def test_mlflow_final_metrics_match_the_parquet_row(kpcl_smoke):
+    _, storage = kpcl_smoke
+    df = load_results(storage / "smoke").set_index("trial_id")
+    _, _, children = _mlflow_runs(storage, "kpcl")
+    for child in children:
+        row = df.loc[child.data.tags["trial_id"]]
+        assert math.isclose(child.data.metrics["lt/top1"], row["lt/top1"])
+        assert child.data.params["loss.k"] == str(row["loss.k"])
+        assert child.data.metrics["knn_acc"] == pytest.approx(load_history(storage / "smoke").query(
+            "trial_id == @child.data.tags['trial_id']")["knn_acc"].iloc[-1])
+
+
+
+def test_a_trial_that_raises_is_an_error_row_and_a_failed_run(ray_cluster, tmp_path, monkeypatch):
+    # Fault injected through the config: a temperature of -1 makes the trial's own
+    # config validation raise on the worker; the driver checks only the base config.
+    monkeypatch.setitem(STUDIES, "faulty", Study("test only", grid={"loss.temperature": [0.3, -1.0]},
+                                                 base={"loss.name": "simclr"}))
+    code = main(["faulty", "--smoke", "--imbalance-levels", "10", "--storage", str(tmp_path), "--name", "f"])
+    assert code == 0                                     # one trial still succeeded
+    df = load_results(tmp_path / "f").set_index("loss.temperature", drop=False)
+    assert sorted(df["status"]) == ["error", "ok"]
+    error_row = df[df["status"] == "error"].iloc[0]
+    assert "loss.temperature" in error_row["error"] and math.isnan(error_row["lt/top1"])
+    _, _, children = _mlflow_runs(tmp_path, "faulty")
+    status = {c.data.tags["trial_id"]: c.info.status for c in children}
+    assert status[error_row["trial_id"]] == "FAILED"
+    assert status[df[df["status"] == "ok"].iloc[0]["trial_id"]] == "FINISHED"
+
+
+def test_resume_after_an_interrupted_sweep_completes_it_without_duplicates(ray_cluster, tmp_path):
+    # The first run is a separate process with its own local Ray, interrupted (SIGINT,
+    # as Ctrl-C) once its first trial has been written; the resume runs here.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    argv = ["kpcl", "--smoke", "--num-samples", "6", "--max-concurrent", "1", "--storage", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "study.sweep", *argv, "--name", "r"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials = tmp_path / "r" / "results" / "trials"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(trials.glob("*.parquet")):
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    assert proc.returncode == 130                       # interrupted, and says how to resume
+    before = load_results(tmp_path / "r")
+    assert 1 <= len(before) < 6
+    assert main(["kpcl", "--resume", "r", "--storage", str(tmp_path)]) == 0
+    after = load_results(tmp_path / "r")
+    assert len(after) == 6 and after["trial_id"].is_unique
+    # finished trials were not rerun: their rows are the very same
+    kept = after.set_index("trial_id").loc[before["trial_id"], "wall_time_s"]
+    assert kept.tolist() == before["wall_time_s"].tolist()
+    epochs = load_history(tmp_path / "r").groupby("trial_id")["epoch"].apply(list)
+    assert len(epochs) == 6 and all(e == [1, 2] for e in epochs)   # smoke: 2 epochs, none twice
+    _, parents, children = _mlflow_runs(tmp_path, "kpcl")
+    assert len(parents) == 1 and len(children) == 6
+    assert {c.data.tags["trial_id"] for c in children} == set(after["trial_id"])
+
+
+def test_fig2_grid_runs_every_loss_at_every_level_and_k_only_for_kcl(ray_cluster, tmp_path):
+    assert main(["fig2", "--smoke", "--storage", str(tmp_path), "--name", "g"]) == 0
+    df = load_results(tmp_path / "g")
+    combos = sorted(zip(df["loss.name"], df["data.imbalance_ratio"]))
+    assert combos == sorted((loss, level) for loss in ("ce", "simclr", "kcl") for level in (1.0, 10.0))
+    assert df.loc[df["loss.name"] == "kcl", "loss.k"].notna().all()
+    assert df.loc[df["loss.name"] != "kcl", "loss.k"].isna().all()
+    assert df.loc[df["loss.name"] == "ce", "loss.temperature"].isna().all()
+    _, _, children = _mlflow_runs(tmp_path, "fig2")
+    has_k = {c.data.params["loss.name"]: "loss.k" in c.data.params for c in children}
+    assert has_k == {"ce": False, "simclr": False, "kcl": True}
+
+
+def test_single_objective_asha_over_an_imbalance_range(ray_cluster, tmp_path):
+    argv = ["cl", "--smoke", "--objective", "top1", "--scheduler", "asha", "--epochs", "4",
+            "--imbalance-range", "1:20", "--storage", str(tmp_path), "--name", "a"]
+    assert main(argv) == 0
+    df = load_results(tmp_path / "a")
+    assert len(df) == 4 and set(df["status"]) <= {"ok", "stopped"} and (df["status"] == "ok").any()
+    assert df["data.imbalance_ratio"].between(1, 20).all() and df["data.imbalance_ratio"].nunique() == 4
+    history = load_history(tmp_path / "a")
+    epochs = history.groupby("trial_id")["epoch"].max()
+    finished = df.loc[df["status"] == "ok", "trial_id"]
+    assert (epochs[finished] == 4).all()
+    assert (epochs[df.loc[df["status"] == "stopped", "trial_id"]] < 4).all()

@@ -61,9 +61,12 @@ def final_metric_values(result: dict) -> dict[str, float]:
 class MlflowSink(Callback):
     """Driver-side Tune callback writing one child run per trial under the parent run."""
 
-    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, study: str, sweep: str):
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, provenance: dict):
         self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
-        self.study, self.sweep = study, sweep
+        self.study, self.sweep = provenance["study"], provenance["sweep"]
+        # provenance travels with every run, not only with the parent
+        self.provenance_tags = {"git_commit": provenance["git_commit"],
+                                **{f"version.{k}": v for k, v in provenance["versions"].items()}}
         self.runs: dict[str, str] = {}          # trial id -> run id
         self._mlflow = None
 
@@ -88,7 +91,7 @@ class MlflowSink(Callback):
         else:
             run = self.client.create_run(self.experiment_id, run_name=trial.trial_id, tags={
                 "mlflow.parentRunId": self.parent_run_id, "trial_id": trial.trial_id,
-                "study": self.study, "sweep": self.sweep})
+                "study": self.study, "sweep": self.sweep, **self.provenance_tags})
             run_id = run.info.run_id
             self._log(run_id, params={k: v for k, v in _config_columns(trial.config).items() if v is not None})
         self.runs[trial.trial_id] = run_id

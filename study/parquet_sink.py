@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from ray.tune import Callback
 
 from study.records import HISTORY_SCHEMA, history_rows, results_schema, trial_row
+from trainables.config import flat_keys
 
 TMP_PREFIX = ".tmp-"
 
@@ -37,14 +38,18 @@ def write_atomic(table: pa.Table, path: Path) -> None:
 
 
 def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    """Rows -> table of exactly `schema`; a value of the wrong type becomes null
-    (a config that failed validation can hold anything)."""
+    """Rows -> table of exactly `schema`. A config value of the wrong type becomes null
+    (the config of a trial that failed validation can hold anything); any other
+    mismatch is a bug and raises."""
+    config_keys = set(flat_keys())
     columns = {}
     for field in schema:
         values = [row.get(field.name) for row in rows]
         try:
             columns[field.name] = pa.array(values, type=field.type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            if field.name not in config_keys:
+                raise
             columns[field.name] = pa.array([None] * len(rows), type=field.type)
     return pa.table(columns, schema=schema)
 

@@ -102,7 +102,8 @@ def build_plan(args, storage: Path, name: str) -> SweepPlan:
     if args.resume:
         saved = json.loads((storage / name / "sweep.json").read_text())
         saved["ratio_range"] = tuple(saved["ratio_range"]) if saved["ratio_range"] else None
-        return SweepPlan(**{**saved, "storage": str(storage), "resume": True})
+        # The search is fixed by the saved plan; where it runs may change (another cluster).
+        return SweepPlan(**{**saved, "storage": str(storage), "resume": True, "address": args.address})
     study = STUDIES[args.study]
     _check_positive(args)
     if args.imbalance_levels and args.imbalance_range:

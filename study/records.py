@@ -68,8 +68,10 @@ def trial_row(trial_id: str, config: dict, result: dict | None, provenance: dict
     a trial that raised, with `error`; "stopped" for one the scheduler ended early).
     provenance: study, sweep, git_commit, versions (dict).
     """
+    # The worker's own versions (torch there) win over the driver's.
+    versions = {**provenance["versions"], **(result or {}).get("versions", {})}
     row = {"trial_id": trial_id, "study": provenance["study"], "sweep": provenance["sweep"],
-           "git_commit": provenance["git_commit"], "versions": json.dumps(provenance["versions"]),
+           "git_commit": provenance["git_commit"], "versions": json.dumps(versions),
            "status": status if result is None else result["status"], "error": error,
            **_config_columns(config)}           # includes "seed"
     if result is None:

@@ -112,7 +112,7 @@ def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int
         state = {"experiment_id": experiment_id, "parent_run_id": parent}
         (plan.sweep_dir / "mlflow.json").write_text(json.dumps(state))
         provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
-        callbacks = [MlflowSink(plan.mlflow_uri, experiment_id, parent, plan.study, plan.name),
+        callbacks = [MlflowSink(plan.mlflow_uri, experiment_id, parent, provenance),
                      ParquetSink(plan.results_dir, provenance),
                      Progress(total_trials(plan), plan.objectives, plan.results_dir)]
         print(f"sweep {plan.name}: {total_trials(plan)} trials of {plan.study} "

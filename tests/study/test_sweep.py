@@ -46,6 +46,8 @@ def test_smoke_sweep_writes_one_row_and_one_child_run_per_trial(kpcl_smoke):
     assert parents[0].data.tags["git_commit"] and "study.sweep kpcl" in parents[0].data.tags["command"]
     for child in children:
         assert child.info.status == "FINISHED"
+        assert child.data.tags["git_commit"] == parents[0].data.tags["git_commit"]
+        assert child.data.tags["version.torch"] and child.data.tags["version.ray"]
         for probe in ("lt", "balanced"):
             per_class = [k for k in child.data.metrics if k.startswith(f"{probe}/class_acc/")]
             assert sorted(per_class) == [f"{probe}/class_acc/{c:03d}" for c in range(10)]

@@ -1,23 +1,74 @@
-"""Pareto frontiers of trials (all objectives maximised unless told otherwise)."""
+"""Pareto frontiers of trials.
+
+A point dominates another if it is at least as good in every objective and
+strictly better in one; the front is the set of points no other point dominates
+(equal points do not dominate each other, so duplicates stay together).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import pandas as pd
 
 
-def pareto_mask(points: np.ndarray, maximize: list[bool] | None = None) -> np.ndarray:
-    """[n, m] objective values -> [n] bool, True where no other point dominates.
+def _front_2d(pts: np.ndarray) -> np.ndarray:
+    """Maximise both columns of [n, 2] finite points in O(n log n).
 
-    A point dominates another if it is at least as good in every objective and
-    strictly better in one. Rows with a NaN are never on the front.
+    Sorted by the first objective (descending), a point is on the front iff its
+    second objective is the best of its tie group and beats every point with a
+    strictly larger first objective.
     """
+    order = np.lexsort((-pts[:, 1], -pts[:, 0]))
+    mask = np.zeros(len(pts), dtype=bool)
+    best_before = -np.inf                       # best second value among larger first values
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and pts[order[j], 0] == pts[order[i], 0]:
+            j += 1
+        group = order[i:j]
+        group_best = pts[group[0], 1]           # sorted: the first of a tie group is its best
+        mask[group] = (pts[group, 1] == group_best) & (group_best > best_before)
+        best_before = max(best_before, group_best)
+        i = j
+    return mask
+
+
+def _front_nd(pts: np.ndarray) -> np.ndarray:
+    """Any number of objectives, maximised: O(n^2 m)."""
+    ge = (pts[:, None, :] >= pts[None, :, :]).all(-1)      # ge[i, j]: i at least as good as j
+    gt = (pts[:, None, :] > pts[None, :, :]).any(-1)
+    dominated = (ge & gt).any(0)
+    return ~dominated
+
+
+def pareto_mask(points, maximize: Sequence[bool] | None = None) -> np.ndarray:
+    """[n, m] objective values -> [n] bool front membership. Rows with a NaN are never on it."""
     pts = np.asarray(points, dtype=float)
+    if pts.ndim != 2:
+        raise ValueError(f"points must be [n, m], got shape {pts.shape}")
     if maximize is not None:
-        pts = pts * np.where(maximize, 1.0, -1.0)
+        pts = pts * np.where(np.asarray(maximize, dtype=bool), 1.0, -1.0)
     valid = ~np.isnan(pts).any(axis=1)
     mask = np.zeros(len(pts), dtype=bool)
-    for i in np.flatnonzero(valid):
-        others = pts[valid]
-        dominated = ((others >= pts[i]).all(axis=1) & (others > pts[i]).any(axis=1)).any()
-        mask[i] = not dominated
+    if valid.any():
+        sub = pts[valid]
+        mask[valid] = _front_2d(sub) if sub.shape[1] == 2 else _front_nd(sub)
     return mask
+
+
+def pareto_front(df: pd.DataFrame, objectives: Sequence[str],
+                 maximize: Sequence[bool] | None = None) -> np.ndarray:
+    """Front membership of the rows of `df` over the named objective columns (all maximised by default)."""
+    return pareto_mask(df[list(objectives)].to_numpy(dtype=float), maximize)
+
+
+def fronts_by(df: pd.DataFrame, objectives: Sequence[str], by: Sequence[str],
+              maximize: Sequence[bool] | None = None) -> pd.Series:
+    """Front membership computed separately within each group (e.g. per loss and level)."""
+    member = pd.Series(False, index=df.index)
+    for _, group in df.groupby(list(by), dropna=False):
+        member[group.index] = pareto_front(group, objectives, maximize)
+    return member

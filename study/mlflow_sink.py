@@ -12,6 +12,7 @@ and reuses them instead of opening duplicates.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from ray.tune import Callback
 
@@ -27,16 +28,23 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def start_parent_run(uri: str, study: str, sweep: str, tags: dict) -> tuple[str, str]:
+def start_parent_run(uri: str, study: str, sweep: str, tags: dict, artifact_root: Path) -> tuple[str, str]:
     """Create (or find) the study's experiment and open the sweep's parent run.
 
     Called once, in the driver, before any trial starts: the first use of a
-    sqlite store creates its tables, and concurrent first uses race.
+    sqlite store creates its tables, and concurrent first uses race. A local
+    store keeps its artifacts (the report) under `artifact_root`, never in the
+    current directory; a tracking server decides for itself.
     Returns (experiment_id, parent_run_id).
     """
     client = _client(uri)
     experiment = client.get_experiment_by_name(study)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(study)
+    if experiment:
+        experiment_id = experiment.experiment_id
+    elif uri.startswith(("http://", "https://")):
+        experiment_id = client.create_experiment(study)
+    else:
+        experiment_id = client.create_experiment(study, artifact_location=(artifact_root / study).as_uri())
     run = client.create_run(experiment_id, run_name=sweep,
                             tags={"study": study, "sweep": sweep, **tags})
     return experiment_id, run.info.run_id
@@ -44,6 +52,11 @@ def start_parent_run(uri: str, study: str, sweep: str, tags: dict) -> tuple[str,
 
 def end_parent_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     _client(uri).set_terminated(run_id, status)
+
+
+def attach_folder(uri: str, run_id: str, folder: Path, name: str) -> None:
+    """Upload a folder's files (the report and its figures) as the run's artifacts."""
+    _client(uri).log_artifacts(run_id, str(folder), artifact_path=name)
 
 
 def final_metric_values(result: dict) -> dict[str, float]:

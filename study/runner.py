@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 from study.plan import SweepPlan
 from study.studies import STUDIES
@@ -92,9 +93,10 @@ def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     from ray import tune
 
-    from study.mlflow_sink import MlflowSink, end_parent_run, start_parent_run
+    from study.mlflow_sink import MlflowSink, attach_folder, end_parent_run, start_parent_run
     from study.parquet_sink import ParquetSink
     from study.progress import Progress
+    from analysis.report import write_report
     from study.summary import summarize_sweep
 
     import optuna
@@ -108,7 +110,8 @@ def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int
     else:
         plan.save()
         experiment_id, parent = start_parent_run(plan.mlflow_uri, plan.study, plan.name,
-                                                 {"git_commit": commit, "command": command})
+                                                 {"git_commit": commit, "command": command},
+                                                 Path(plan.storage) / "mlartifacts")
         state = {"experiment_id": experiment_id, "parent_run_id": parent}
         (plan.sweep_dir / "mlflow.json").write_text(json.dumps(state))
         provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
@@ -125,6 +128,10 @@ def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int
         print(f"\ninterrupted after {written} of {total_trials(plan)} trials; continue with:\n"
               f"  python -m study.sweep {plan.study} --resume {plan.name} --storage {plan.storage}")
         return 130
+    if ok:
+        report = write_report(plan.sweep_dir, plan.sweep_dir / "report").parent
+        attach_folder(plan.mlflow_uri, state["parent_run_id"], report, "report")
+        print(f"report:            {report / 'report.md'} (attached to the sweep's MLflow run)")
     end_parent_run(plan.mlflow_uri, state["parent_run_id"], "FINISHED" if ok else "FAILED")
     return 0 if ok else 1
 

@@ -1,6 +1,8 @@
 import numpy as np
 
-from analysis.frontier import pareto_mask
+import pandas as pd
+
+from analysis.frontier import pareto_front, pareto_mask
 
 
 def test_pareto_mask_by_hand():
@@ -26,3 +28,30 @@ def test_front_agrees_with_optuna_best_trials():
         study.tell(trial, list(p))
     best = {t.number for t in study.best_trials}
     assert set(np.flatnonzero(pareto_mask(pts))) == best
+
+
+def _brute_force(pts):
+    n = len(pts)
+    return np.array([not any((pts[j] >= pts[i]).all() and (pts[j] > pts[i]).any() for j in range(n))
+                     for i in range(n)])
+
+
+def test_two_objective_sweep_matches_brute_force_with_ties_and_duplicates():
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        n = int(rng.integers(1, 30))
+        pts = rng.integers(0, 5, size=(n, 2)).astype(float)   # small integers: many ties and duplicates
+        assert pareto_mask(pts).tolist() == _brute_force(pts).tolist(), pts
+
+
+def test_three_objectives_match_brute_force():
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        pts = rng.integers(0, 4, size=(int(rng.integers(1, 25)), 3)).astype(float)
+        assert pareto_mask(pts).tolist() == _brute_force(pts).tolist()
+
+
+def test_pareto_front_reads_named_columns_of_a_frame():
+    df = pd.DataFrame({"lt/top1": [0.8, 0.7, 0.9], "lt/balancedness": [0.9, 0.95, 0.5], "x": [1, 2, 3]})
+    assert pareto_front(df, ["lt/top1", "lt/balancedness"]).tolist() == [True, True, True]
+    assert pareto_front(df, ["lt/top1", "x"], maximize=[True, False]).tolist() == [True, False, True]

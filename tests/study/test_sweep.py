@@ -44,6 +44,12 @@ def test_smoke_sweep_writes_one_row_and_one_child_run_per_trial(kpcl_smoke):
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert {c.data.tags["trial_id"] for c in children} == set(df["trial_id"])
     assert parents[0].data.tags["git_commit"] and "study.sweep kpcl" in parents[0].data.tags["command"]
+    # the report is written next to the results and attached to the parent run
+    report = storage / "smoke" / "report"
+    assert (report / "report.md").stat().st_size > 0 and (report / "figure2.png").stat().st_size > 0
+    client, _, _ = _mlflow_runs(storage, "kpcl")
+    attached = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert {"report/report.md", "report/figure2.png", "report/tradeoff.png"} <= attached
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["git_commit"] == parents[0].data.tags["git_commit"]

@@ -1,0 +1,111 @@
+"""`python -m analysis.report RESULTS... [--out DIR] [--sigma 0.1,0.5,1] [--probe lt]`
+
+Reads one or several sweeps' Parquet results (nothing else) and writes report.md
+and its figures: a table per loss and imbalance level, the frontier members with
+their parameters, the slope of p(V) against log imbalance per loss with a
+confidence interval, and whether the losses' ranking by p(V) depends on sigma.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import figures
+from analysis.results import load_results
+from analysis.tables import add_derived, frontier_members, level_table, ok_trials, sigma_ranking, slope_table
+
+
+def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
+    """A pipe table; floats rounded, NaN shown as '-'."""
+    def cell(v):
+        if isinstance(v, float):
+            return "-" if math.isnan(v) else (f"{v:g}" if v.is_integer() else f"{v:.{digits}f}")
+        return str(v)
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -> str:
+    """Write the figures into `out` and return the report's markdown."""
+    ok = add_derived(ok_trials(df), sigmas=sigmas)
+    if ok.empty:
+        raise ValueError("no trial with status ok: nothing to report")
+    sigma = float(ok["eval.sigma"].iloc[0])           # the sigma the sweep stored p(V) with
+    made = [figures.figure2(ok, out, sigma), figures.tradeoff(ok, out, probe, sigma),
+            figures.kcl_knobs(ok, out, probe, sigma), figures.head_tail(ok, out, probe)]
+    ranking, changed = sigma_ranking(ok, sigmas, probe)
+    counts = df["status"].value_counts().to_dict()
+    parts = [
+        "# Balanced feature spaces: sweep report",
+        f"Sweeps: {', '.join(sorted(df['sweep'].unique()))}. Trials: {len(df)} "
+        f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); the tables use the ok ones.",
+        "p(V) is read beside top-1, never alone: a uniformly poor encoder looks balanced. "
+        "CV is the coefficient of variation of the class accuracies (std / mean), a scale-free "
+        "spread: high top-1 with low CV is balanced because good; low top-1 is not, whatever p(V) says.",
+        f"## Per loss and imbalance level: {figures.PROBE_NAMES[probe]}",
+        markdown_table(level_table(ok, probe)),
+        f"## Per loss and imbalance level: {figures.PROBE_NAMES['balanced' if probe == 'lt' else 'lt']}",
+        markdown_table(level_table(ok, "balanced" if probe == "lt" else "lt")),
+        "## Frontier members (Pareto-optimal in top-1 and p(V) within their loss and level)",
+        markdown_table(frontier_members(ok, [f"{probe}/top1", f"{probe}/balancedness"])),
+        "## Does balancedness depend on the imbalance?",
+        "Least-squares slope of p(V) against log10(imbalance ratio), 95% confidence interval "
+        "(t distribution). An interval that contains 0 is consistent with balancedness "
+        "independent of the imbalance.",
+        markdown_table(slope_table(ok, probe)),
+        f"## Sensitivity to sigma (the paper does not state it; the sweep used {sigma:g})",
+        f"p(V) recomputed from the stored per-class accuracies at sigma = "
+        f"{', '.join(f'{s:g}' for s in sigmas)}. The ranking of the losses by mean p(V) "
+        + ("**changes** with sigma at some level." if changed else "does **not** change with sigma."),
+        markdown_table(ranking),
+        "## Figures",
+        *[f"![{p.stem}]({p.name})" for p in made if p is not None],
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def write_report(paths, out: str | Path | None = None, sigmas=(0.1, 0.5, 1.0), probe: str = "lt") -> Path:
+    """Load the sweeps, write report.md and the PNGs into `out`; return report.md's path."""
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    df = load_results(paths)
+    out = Path(out) if out else paths[0] / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.md"
+    path.write_text(build_report(df, out, list(sigmas), probe))
+    return path
+
+
+def _sigmas(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.1,0.5,1, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"every sigma must be > 0, got {text!r}")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", help="sweep folders (DIR/NAME) or their results folders")
+    parser.add_argument("--out", help="output folder (default: the first sweep's report/)")
+    parser.add_argument("--sigma", type=_sigmas, default=[0.1, 0.5, 1.0], help="sigmas for p(V), e.g. 0.1,0.5,1")
+    parser.add_argument("--probe", choices=["lt", "balanced"], default="lt")
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.results, args.out, args.sigma, args.probe)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

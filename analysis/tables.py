@@ -1,0 +1,112 @@
+"""The numbers of the report, computed from the results frame (one row per trial).
+
+Balancedness is never shown alone: every table with p(V) has top-1 beside it and
+the coefficient of variation (CV) of the class accuracies, a scale-free spread
+that tells "balanced because good" (high top-1, low CV) from "balanced because
+uniformly bad" (low top-1: p(V) near 1 whatever the CV, since the gaps are small
+in absolute terms).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.frontier import fronts_by
+from trainables.metrics import balancedness
+
+KNOBS = ("loss.k", "loss.temperature", "optim.lr", "optim.weight_decay", "seed")
+
+
+def ok_trials(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"].copy()
+
+
+def add_derived(df: pd.DataFrame, probes=("lt", "balanced"), sigmas=()) -> pd.DataFrame:
+    """Add per probe: "<probe>/acc_cv" (std / mean of the class accuracies) and
+    "<probe>/balancedness@<sigma>" recomputed from the stored per-class accuracies."""
+    out = df.copy()
+    for probe in probes:
+        accs = out[f"{probe}/per_class_acc"]
+        out[f"{probe}/acc_cv"] = [np.std(a) / np.mean(a) if np.mean(a) > 0 else math.nan for a in accs]
+        for sigma in sigmas:
+            out[f"{probe}/balancedness@{sigma:g}"] = [balancedness(list(a), sigma) for a in accs]
+    return out
+
+
+def level_table(df: pd.DataFrame, probe: str = "lt") -> pd.DataFrame:
+    """Per loss and imbalance level: trials, mean and std of top-1, mean many / medium /
+    few, mean p(V) and mean CV of the class accuracies."""
+    p = f"{probe}/"
+    grouped = df.groupby(["loss.name", "data.imbalance_ratio"])
+    table = pd.DataFrame({
+        "trials": grouped.size(),
+        "top1": grouped[p + "top1"].mean(), "top1 std": grouped[p + "top1"].std(ddof=1),
+        "many": grouped[p + "many"].mean(), "medium": grouped[p + "medium"].mean(),
+        "few": grouped[p + "few"].mean(),
+        "p(V)": grouped[p + "balancedness"].mean(), "CV": grouped[p + "acc_cv"].mean(),
+    })
+    return table.reset_index().rename(columns={"loss.name": "loss", "data.imbalance_ratio": "ratio"})
+
+
+def frontier_members(df: pd.DataFrame, objectives: list[str], per_level: bool = True) -> pd.DataFrame:
+    """The trials on their loss's (and level's) Pareto front of `objectives`, with the
+    knobs that vary across `df`, the CV and the trial id; best first.
+
+    per_level=False (a searched ratio, --imbalance-range, differs in every trial):
+    one front per loss over all its trials.
+    """
+    by = ["loss.name", "data.imbalance_ratio"] if per_level else ["loss.name"]
+    front = df[fronts_by(df, objectives, by)]
+    knobs = [k for k in KNOBS if df[k].nunique() > 1]
+    probe = objectives[0].split("/")[0]
+    extra = [f"{probe}/{m}" for m in ("top1", "balancedness", "few", "acc_cv")
+             if f"{probe}/{m}" in df and f"{probe}/{m}" not in objectives]
+    columns = ["loss.name", "data.imbalance_ratio", *knobs, *objectives, *extra, "trial_id"]
+    return front[columns].sort_values(["loss.name", "data.imbalance_ratio", objectives[0]],
+                                      ascending=[True, True, False])
+
+
+def slope_table(df: pd.DataFrame, probe: str = "lt", level: float = 0.95) -> pd.DataFrame:
+    """Per loss, the least-squares slope of p(V) against log10(imbalance ratio), with a
+    `level` confidence interval (t distribution, n - 2 degrees of freedom).
+
+    A slope whose interval contains 0 is consistent with balancedness that does not
+    depend on the imbalance (the paper's claim for contrastive losses).
+    """
+    from scipy import stats
+
+    rows = []
+    for loss, group in df.groupby("loss.name"):
+        x = np.log10(group["data.imbalance_ratio"].to_numpy(dtype=float))
+        y = group[f"{probe}/balancedness"].to_numpy(dtype=float)
+        n = len(x)
+        if n < 3 or np.ptp(x) == 0:
+            rows.append({"loss": loss, "trials": n, "slope": math.nan, "ci low": math.nan,
+                         "ci high": math.nan})
+            continue
+        fit = stats.linregress(x, y)
+        half = stats.t.ppf(0.5 + level / 2, n - 2) * fit.stderr
+        rows.append({"loss": loss, "trials": n, "slope": fit.slope, "ci low": fit.slope - half,
+                     "ci high": fit.slope + half})
+    return pd.DataFrame(rows)
+
+
+def sigma_ranking(df: pd.DataFrame, sigmas, probe: str = "lt") -> tuple[pd.DataFrame, bool]:
+    """Losses ranked by mean p(V) at each sigma, per imbalance level.
+
+    Returns the table (one row per level and sigma: the losses best first) and
+    whether any level's ranking differs between sigmas.
+    """
+    rows, changed = [], False
+    for ratio, group in df.groupby("data.imbalance_ratio"):
+        rankings = []
+        for sigma in sigmas:
+            means = group.groupby("loss.name")[f"{probe}/balancedness@{sigma:g}"].mean()
+            ranking = " > ".join(means.sort_values(ascending=False, kind="stable").index)
+            rankings.append(ranking)
+            rows.append({"ratio": ratio, "sigma": sigma, "ranking by p(V)": ranking})
+        changed |= len(set(rankings)) > 1
+    return pd.DataFrame(rows), changed

@@ -26,8 +26,15 @@ def ok_trials(df: pd.DataFrame) -> pd.DataFrame:
 
 def add_derived(df: pd.DataFrame, probes=("lt", "balanced"), sigmas=()) -> pd.DataFrame:
     """Add per probe: "<probe>/acc_cv" (std / mean of the class accuracies) and
-    "<probe>/balancedness@<sigma>" recomputed from the stored per-class accuracies."""
+    "<probe>/balancedness@<sigma>" recomputed from the stored per-class accuracies.
+
+    A list dataset takes its imbalance from its list (data.imbalance_ratio is null
+    in its rows): there the level is the realized max / min of its class counts.
+    """
     out = df.copy()
+    realized = [max(c) / min(c) if c is not None and len(c) and min(c) > 0 else np.nan
+                for c in out["class_counts"]]
+    out["data.imbalance_ratio"] = out["data.imbalance_ratio"].fillna(pd.Series(realized, index=out.index))
     for probe in probes:
         accs = out[f"{probe}/per_class_acc"]
         out[f"{probe}/acc_cv"] = [np.std(a) / np.mean(a) if np.mean(a) > 0 else math.nan for a in accs]

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from study.studies import STUDIES, budget
-from trainables.config import TrialConfig
+from trainables.config import DATASET_PRESETS, TrialConfig
 from trainables.trial import parse_set, plan_data
 
 DEFAULT_LEVELS = (1.0, 10.0, 100.0)
@@ -117,7 +117,8 @@ def build_plan(args, storage: Path, name: str) -> SweepPlan:
                          "--scheduler asha do not apply")
     preset = budget(args.smoke, _gpu_budget(args))
     overrides = parse_set(args.set)
-    base = {**study.base, **preset.config, **overrides}
+    literature = {} if args.smoke else DATASET_PRESETS.get(args.dataset, {})
+    base = {**study.base, **preset.config, **literature, **overrides}
     if args.dataset:
         base["data.dataset"] = args.dataset
         if args.dataset != "shapes" and "data.total" not in overrides:

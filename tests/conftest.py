@@ -5,8 +5,10 @@ dir); tests that need it take the `ray_cluster` fixture.
 """
 
 import os
+import pickle
 import tempfile
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -25,3 +27,68 @@ def ray_cluster():
              configure_logging=False)
     yield
     ray.shutdown()
+
+
+# ------------------------------------------------ small datasets in the exact on-disk formats
+
+def _write_batch(path, data, labels, label_key):
+    entry = {b"batch_label": b"test batch", label_key: labels.tolist(), b"data": data,
+             b"filenames": [f"img{i}.png".encode() for i in range(len(labels))]}
+    if label_key == b"fine_labels":
+        entry[b"coarse_labels"] = (labels // 5).tolist()
+    with open(path, "wb") as f:
+        pickle.dump(entry, f, protocol=2)
+
+
+def _images(labels, rng):
+    """[N, 3072] uint8 rows whose first byte encodes the label, the rest random."""
+    data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+    data[:, 0] = labels
+    return data
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory):
+    """CIFAR-10 (60 train / 10 test per class, 5 train batches) and CIFAR-100 (6 / 2 per class)."""
+    root, rng = tmp_path_factory.mktemp("cifar"), np.random.default_rng(0)
+    c10 = root / "cifar-10-batches-py"
+    c10.mkdir()
+    train = rng.permutation(np.repeat(np.arange(10), 60))
+    for i, part in enumerate(np.split(train, 5), start=1):
+        _write_batch(c10 / f"data_batch_{i}", _images(part, rng), part, b"labels")
+    test = np.repeat(np.arange(10), 10)
+    _write_batch(c10 / "test_batch", _images(test, rng), test, b"labels")
+    c100 = root / "cifar-100-python"
+    c100.mkdir()
+    for name, per in (("train", 6), ("test", 2)):
+        labels = rng.permutation(np.repeat(np.arange(100), per))
+        _write_batch(c100 / name, _images(labels, rng), labels, b"fine_labels")
+    return root
+
+
+COUNTS = {0: 12, 1: 6, 2: 3}          # a long-tailed train list
+COLOURS = {0: (220, 30, 30), 1: (30, 220, 30), 2: (30, 30, 220)}
+
+
+def write_image(path, label, i):
+    from PIL import Image
+    img = Image.new("RGB", (40 + i % 7, 30 + i % 5), COLOURS[label])   # sizes vary: resize is exercised
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+@pytest.fixture()
+def list_root(tmp_path):
+    lines = {"train": [], "val": [], "test": []}
+    for split, counts in (("train", COUNTS), ("val", {0: 2, 1: 2, 2: 2}), ("test", {0: 3, 1: 3, 2: 3})):
+        for label, n in counts.items():
+            for i in range(n):
+                ext = "jpg" if i % 2 else "png"
+                rel = f"{split}/c{label}/img{i}.{ext}"
+                write_image(tmp_path / rel, label, i)
+                lines[split].append(f"{rel} {label}")
+    for split, rows in lines.items():
+        (tmp_path / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy
 
-DATASET_NAMES = ("shapes", "digits")
+DATASET_NAMES = ("shapes", "digits", "cifar10", "cifar100", "imagelist")
 LOSS_NAMES = ("ce", "simclr", "supcon", "kcl")
-ARCH_NAMES = ("cnn", "resnet18", "pixels")
+ARCH_NAMES = ("cnn", "resnet18", "resnet32", "resnet50", "pixels")
 
 
 def _check(ok: bool, key: str, value, allowed: str) -> None:
@@ -32,6 +32,12 @@ class DataConfig:
     Per-class split sizes of None take the dataset's own default. `total` fixes
     the size of the long-tailed train set (the paper's LT series); None uses
     the standard recipe with n_max = the pool's images per class.
+
+    `imagelist` takes its imbalance from a list instead: the class counts n_c of
+    `profile_list` (default: the train list itself) become n_c^p rescaled to the
+    same total, p = `count_power` (1: the list's own profile; 0: balanced), drawn
+    from the train list (the paper's series: ImageNet-LT's profile drawn from the
+    full ImageNet list). `imbalance_ratio` and `total` are unused there.
     """
     dataset: str = "shapes"
     data_root: str | None = None
@@ -41,14 +47,29 @@ class DataConfig:
     val_per_class: int | None = None
     test_per_class: int | None = None
     data_seed: int = 0          # the dataset itself (generation, splits); fixed across trials
+    image_size: int | None = None      # imagelist: side of the cached square images (default 64)
+    image_root: str | None = None      # imagelist: paths in the lists are relative to it (default data_root)
+    train_list: str | None = None      # imagelist: list files, relative to data_root unless absolute
+    val_list: str | None = None
+    test_list: str | None = None
+    profile_list: str | None = None
+    count_power: float = 1.0
+    download: bool = False             # cifar: fetch (and checksum) through torchvision when online
 
     def __post_init__(self):
         _check(self.dataset in DATASET_NAMES, "data.dataset", self.dataset, f"one of {DATASET_NAMES}")
         _check(self.imbalance_ratio >= 1, "data.imbalance_ratio", self.imbalance_ratio, ">= 1")
         _check(self.total is None or self.total >= 1, "data.total", self.total, ">= 1 or None")
-        for name in ("train_per_class", "val_per_class", "test_per_class"):
+        for name, low in (("train_per_class", 1), ("val_per_class", 0), ("test_per_class", 1)):
             v = getattr(self, name)
-            _check(v is None or v >= 1, f"data.{name}", v, ">= 1 or None")
+            _check(v is None or v >= low, f"data.{name}", v, f">= {low} or None")
+        _check(self.image_size is None or self.image_size >= 8, "data.image_size", self.image_size,
+               ">= 8 or None")
+        _check(0 <= self.count_power <= 1, "data.count_power", self.count_power, "in [0, 1]")
+        _check(self.dataset != "imagelist" or self.data_root is not None, "data.data_root",
+               self.data_root, "a folder (imagelist needs its image root and list files)")
+        _check(not self.dataset.startswith("cifar") or self.data_root is not None, "data.data_root",
+               self.data_root, "a folder holding the extracted CIFAR files (or --download into it)")
 
 
 @dataclass(frozen=True)
@@ -136,14 +157,14 @@ class ProbeConfig:
 class EvalConfig:
     """Balancedness kernel width, many/medium/few rule, and the kNN monitor."""
     sigma: float = 0.1
-    groups: str = "thirds"      # or "imagenet": >100 / 20-100 / <20 train images
+    groups: str = "auto"        # "thirds"; "imagenet": >100 / 20-100 / <20 train images; auto: imagenet for list datasets
     knn_k: int = 20
     knn_temperature: float = 0.07
 
     def __post_init__(self):
         _check(self.sigma > 0, "eval.sigma", self.sigma, "> 0")
-        _check(self.groups in ("thirds", "imagenet"), "eval.groups", self.groups,
-               "'thirds' or 'imagenet'")
+        _check(self.groups in ("auto", "thirds", "imagenet"), "eval.groups", self.groups,
+               "'auto', 'thirds' or 'imagenet'")
         _check(self.knn_k >= 1, "eval.knn_k", self.knn_k, ">= 1")
         _check(self.knn_temperature > 0, "eval.knn_temperature", self.knn_temperature, "> 0")
 
@@ -168,6 +189,13 @@ class TrialConfig:
                "'queue' only with loss.name='kcl'")
         _check(self.device == "auto" or self.device.startswith(("cpu", "cuda", "mps")),
                "device", self.device, "'auto', 'cpu', 'cuda[:N]' or 'mps'")
+
+    @property
+    def group_rule(self) -> str:
+        """many/medium/few: the ImageNet-LT thresholds for list datasets, count-ranked thirds otherwise."""
+        if self.eval.groups != "auto":
+            return self.eval.groups
+        return "imagenet" if self.data.dataset == "imagelist" else "thirds"
 
     @classmethod
     def from_flat(cls, flat: dict[str, typing.Any]) -> "TrialConfig":
@@ -220,6 +248,11 @@ class TrialConfig:
             inactive += ["loss.k", "loss.mode"]
         if loss.mode != "queue":
             inactive += ["loss.queue_size", "loss.momentum"]
+        if self.data.dataset == "imagelist":
+            inactive += ["data.imbalance_ratio", "data.total"]
+        else:
+            inactive += ["data.count_power", "data.train_list", "data.val_list", "data.test_list",
+                         "data.image_root", "data.profile_list", "data.image_size"]
         return inactive
 
 
@@ -255,6 +288,20 @@ def _coerce(cls, name: str, value, key: str):
     _check(isinstance(value, str), key, value, "a string")
     return value
 
+
+# Defaults that come with --dataset, from the literature (sources in the README):
+# KCL's own code (bingykang/BalFeat: k = 6, t = 0.07, batch 256, lr 0.1, wd 5e-4,
+# 200 epochs, cosine) and the long-tail literature's CIFAR backbone (ResNet-32, as
+# in PaCo's CIFAR-LT scripts). The queue is sized for CIFAR-LT's ~11-12k images,
+# not ImageNet's 65,536.
+_LITERATURE = {"loss.k": 6, "loss.temperature": 0.07, "optim.batch_size": 256, "optim.lr": 0.1,
+               "optim.weight_decay": 5e-4, "optim.epochs": 200, "loss.queue_size": 4096,
+               "loss.momentum": 0.999}
+DATASET_PRESETS = {
+    "cifar10": {**_LITERATURE, "model.arch": "resnet32", "data.imbalance_ratio": 100.0},
+    "cifar100": {**_LITERATURE, "model.arch": "resnet32", "data.imbalance_ratio": 100.0},
+    "imagelist": {**_LITERATURE, "model.arch": "resnet50", "data.image_size": 224},
+}
 
 # Every entry point's --smoke: a whole trial in seconds on two CPU cores.
 SMOKE = {

@@ -46,8 +46,10 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet for 32x32 inputs: 3x3 stem, no max pool, four stages of BasicBlocks
-    (2, 2, 2, 2 = ResNet-18) of width w, 2w, 4w, 8w: [B, C, 32, 32] -> [B, 8w]."""
+    """ResNet for 32x32 inputs: 3x3 stem, no max pool, stages of BasicBlocks of
+    width w, 2w, 4w, ...: blocks (2, 2, 2, 2), w = 64 is ResNet-18 ([B, C, 32, 32] -> [B, 512]);
+    blocks (5, 5, 5), w = 16 is the ResNet-32 of the long-tail literature (He et al.'s
+    CIFAR ResNet as used by LDAM, BBN and PaCo; [B, C, 32, 32] -> [B, 64])."""
 
     def __init__(self, in_channels: int = 3, width: int = 64, blocks=(2, 2, 2, 2)):
         super().__init__()
@@ -87,13 +89,33 @@ class Pixels(nn.Module):
         return x.flatten(1)
 
 
-# name -> (class, default width)
-ENCODERS = {"cnn": (SmallCNN, 16), "resnet18": (CifarResNet, 64), "pixels": (Pixels, 0)}
+def resnet32(in_channels: int = 3, width: int = 16) -> CifarResNet:
+    return CifarResNet(in_channels, width, blocks=(5, 5, 5))
+
+
+class ResNet50(nn.Module):
+    """torchvision's ResNet-50 (random init: nothing is downloaded) for 224x224 list
+    datasets; the classifier is dropped: [B, 3, H, W] -> [B, 2048]."""
+
+    def __init__(self, in_channels: int = 3, width: int = 64):
+        super().__init__()
+        import torchvision
+        net = torchvision.models.resnet50(weights=None, width_per_group=width)
+        net.fc = nn.Identity()
+        self.body, self.feature_dim = net, 2048
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+# name -> (builder, default width)
+ENCODERS = {"cnn": (SmallCNN, 16), "resnet18": (CifarResNet, 64), "resnet32": (resnet32, 16),
+            "resnet50": (ResNet50, 64), "pixels": (Pixels, 0)}
 
 
 def build_encoder(arch: str, in_channels: int, width: int | None, image_size: int) -> nn.Module:
     """An encoder from the registry; its `feature_dim` is the probe's input size."""
-    cls, default_width = ENCODERS[arch]
-    if cls is Pixels:
+    builder, default_width = ENCODERS[arch]
+    if builder is Pixels:
         return Pixels(in_channels, image_size=image_size)
-    return cls(in_channels=in_channels, width=width or default_width)
+    return builder(in_channels=in_channels, width=width or default_width)

@@ -60,7 +60,10 @@ def _autocast(device: torch.device):
 
 
 def knn_accuracy(encoder: nn.Module, data: TrainSet, cfg: TrialConfig) -> float:
-    """Balanced validation accuracy of a kNN vote over the train set's features."""
+    """Balanced validation accuracy of a kNN vote over the train set's features
+    (NaN without a validation set, e.g. CIFAR's literature subsets)."""
+    if len(data.val_images) == 0:
+        return math.nan
     bank = extract_features(encoder, data.images[data.indices], data.mean, data.std)
     queries = extract_features(encoder, data.val_images, data.mean, data.std)
     pred = knn_predict(bank, data.labels[data.indices], queries, data.num_classes,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainables.config import SMOKE, TrialConfig
+from trainables.config import DATASET_PRESETS, SMOKE, TrialConfig
 from trainables.data import Splits, balanced_indices, load_splits, longtail_indices
 from trainables.metrics import per_class_accuracy, summarize
 from trainables.models import build_encoder
@@ -69,9 +69,11 @@ def plan_data(cfg: TrialConfig) -> DataPlan:
     a total larger than the pool allows), before any training.
     """
     d = cfg.data
-    splits = load_splits(d.dataset, d.train_per_class, d.val_per_class, d.test_per_class,
-                         d.data_seed, d.data_root)
-    lt, counts, order = longtail_indices(splits, d.imbalance_ratio, d.total, cfg.seed)
+    try:
+        splits = load_splits(d)
+    except FileNotFoundError as e:           # a missing folder or file is bad input too
+        raise ValueError(str(e)) from None
+    lt, counts, order = longtail_indices(splits, d.imbalance_ratio, d.total, cfg.seed, d.count_power)
     return DataPlan(splits, lt, counts, order, balanced_indices(splits, len(lt), cfg.seed))
 
 
@@ -105,7 +107,7 @@ def _evaluate_probes(encoder, data: TrainSet, plan: DataPlan, cfg: TrialConfig,
         probe = fit_linear_probe(pool[idx], data.labels[idx], data.num_classes, cfg.probe,
                                  generator, balanced_sampling)
         acc = per_class_accuracy(predict(probe, test), test_y, data.num_classes)
-        results[name] = summarize(acc, plan.class_counts, cfg.eval.sigma, cfg.eval.groups)
+        results[name] = summarize(acc, plan.class_counts, cfg.eval.sigma, cfg.group_rule)
     return results
 
 
@@ -182,16 +184,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, e.g. --set probe.epochs=50 (repeatable)")
     p.add_argument("--smoke", action="store_true", help="tiny data and model: seconds on a CPU")
+    p.add_argument("--download", action="store_true", help="cifar: download and checksum into --data-root")
     p.add_argument("--output", help="also write the JSON result to this file")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> TrialConfig:
-    """Smoke preset, then --set, then the shorthand flags (later wins)."""
-    flat = dict(SMOKE) if args.smoke else {}
+    """The dataset's literature preset (not with --smoke), the smoke preset, then --set,
+    then the shorthand flags (later wins)."""
+    flat = {} if args.smoke else dict(DATASET_PRESETS.get(args.dataset, {}))
+    flat.update(SMOKE if args.smoke else {})
     flat.update(parse_set(args.set))
     flat.update({key: getattr(args, name) for name, (key, _) in FLAGS.items()
                  if getattr(args, name) is not None})
+    if args.download:
+        flat["data.download"] = True
     return TrialConfig.from_flat(flat)
 
 

@@ -165,3 +165,15 @@ def test_single_objective_asha_over_an_imbalance_range(ray_cluster, tmp_path):
     finished = df.loc[df["status"] == "ok", "trial_id"]
     assert (epochs[finished] == 4).all()
     assert (epochs[df.loc[df["status"] == "stopped", "trial_id"]] < 4).all()
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "imagelist"])
+def test_smoke_sweep_on_test_made_real_format_data(ray_cluster, tmp_path, dataset, cifar_root, list_root):
+    root = {"cifar10": cifar_root, "imagelist": list_root}[dataset]
+    extra = ["--set", "data.image_size=16", "--set", "optim.batch_size=8"] if dataset == "imagelist" else []
+    argv = ["kpcl", "--smoke", "--dataset", dataset, "--data-root", str(root), "--imbalance-levels", "10",
+            "--num-samples", "2", "--storage", str(tmp_path), "--name", dataset, *extra]
+    assert main(argv) == 0
+    df = load_results(tmp_path / dataset)
+    assert len(df) == 2 and set(df["status"]) == {"ok"} and (df["data.dataset"] == dataset).all()
+    assert (tmp_path / dataset / "report" / "report.md").exists()

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from trainables.config import DataConfig
 from trainables.data import balanced_indices, load_splits, longtail_indices, shapes
 from trainables.data.longtail import longtail_counts
 
@@ -15,7 +16,7 @@ def test_shapes_is_deterministic_under_its_seed():
 
 
 def test_shapes_splits_are_balanced_and_images_differ_within_a_class():
-    s = load_splits("shapes", 30, 4, 6, 0)
+    s = load_splits(DataConfig(train_per_class=30, val_per_class=4, test_per_class=6))
     for y, n in ((s.pool_y, 30), (s.val_y, 4), (s.test_y, 6)):
         assert torch.bincount(y, minlength=10).tolist() == [n] * 10
     for c in range(10):
@@ -26,13 +27,13 @@ def test_shapes_splits_are_balanced_and_images_differ_within_a_class():
 
 
 def test_shapes_splits_are_distinct_draws():
-    s = load_splits("shapes", 30, 4, 6, 0)
+    s = load_splits(DataConfig(train_per_class=30, val_per_class=4, test_per_class=6))
     pool = {tuple(x.flatten().tolist()) for x in s.pool_x}
     assert not any(tuple(x.flatten().tolist()) in pool for x in s.test_x)
 
 
 def test_digits_split_is_disjoint_and_balanced_in_val_and_test():
-    s = load_splits("digits", None, 10, 50, 0)
+    s = load_splits(DataConfig(dataset="digits", val_per_class=10, test_per_class=50))
     assert torch.bincount(s.val_y, minlength=10).tolist() == [10] * 10
     assert torch.bincount(s.test_y, minlength=10).tolist() == [50] * 10
     assert len(s.pool_y) + len(s.val_y) + len(s.test_y) == 1797
@@ -40,7 +41,7 @@ def test_digits_split_is_disjoint_and_balanced_in_val_and_test():
 
 
 def test_longtail_draw_follows_the_seeded_class_order():
-    s = load_splits("shapes", 30, 4, 6, 0)
+    s = load_splits(DataConfig(train_per_class=30, val_per_class=4, test_per_class=6))
     idx, counts, order = longtail_indices(s, 10.0, None, seed=4)
     assert torch.bincount(s.pool_y[idx], minlength=10).tolist() == counts
     assert [counts[c] for c in order] == longtail_counts(30, 10, 10.0)
@@ -50,7 +51,7 @@ def test_longtail_draw_follows_the_seeded_class_order():
 
 
 def test_fixed_total_and_balanced_subset_have_the_same_size():
-    s = load_splits("shapes", 30, 4, 6, 0)
+    s = load_splits(DataConfig(train_per_class=30, val_per_class=4, test_per_class=6))
     idx, counts, _ = longtail_indices(s, 5.0, 100, seed=0)
     assert len(idx) == sum(counts) == 100
     bal = balanced_indices(s, len(idx), seed=0)
@@ -58,6 +59,6 @@ def test_fixed_total_and_balanced_subset_have_the_same_size():
 
 
 def test_a_total_the_pool_cannot_supply_is_refused():
-    s = load_splits("shapes", 30, 4, 6, 0)
+    s = load_splits(DataConfig(train_per_class=30, val_per_class=4, test_per_class=6))
     with pytest.raises(ValueError, match="head class"):
         longtail_indices(s, 10.0, 290, seed=0)

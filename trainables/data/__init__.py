@@ -3,12 +3,14 @@ set per dataset, as uint8 tensors; the long-tailed train set is drawn from the p
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from trainables.data import digits, shapes
+from trainables.data import cifar, digits, imagelist, shapes
 from trainables.data.longtail import class_permutation, longtail_counts, select_per_class
 
 
@@ -29,23 +31,56 @@ class Splits:
     kind: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    natural_imbalance: bool = False     # list datasets: the class profile comes from a list
+    profile_counts: tuple[int, ...] = ()  # ... this one (empty: the pool's own counts)
 
     def pool_per_class(self) -> list[int]:
         return torch.bincount(self.pool_y, minlength=self.num_classes).tolist()
 
 
-def _shapes(train_per_class, val_per_class, test_per_class, data_seed, data_root=None) -> Splits:
+def _shapes(cfg) -> Splits:
     # Three independent draws, so that resizing one split leaves the others unchanged.
-    pool = shapes.generate(train_per_class or 1000, seed=3 * data_seed)
-    val = shapes.generate(val_per_class or 50, seed=3 * data_seed + 1)
-    test = shapes.generate(test_per_class or 200, seed=3 * data_seed + 2)
+    pool = shapes.generate(cfg.train_per_class or 1000, seed=3 * cfg.data_seed)
+    val = shapes.generate(cfg.val_per_class if cfg.val_per_class is not None else 50, seed=3 * cfg.data_seed + 1)
+    test = shapes.generate(cfg.test_per_class or 200, seed=3 * cfg.data_seed + 2)
     return _splits(pool, val, test, len(shapes.CLASS_NAMES), "rgb")
 
 
-def _digits(train_per_class, val_per_class, test_per_class, data_seed, data_root=None) -> Splits:
-    pool, val, test = digits.split(val_per_class or 10, test_per_class or 50, train_per_class,
-                                   seed=data_seed)
+def _digits(cfg) -> Splits:
+    val = cfg.val_per_class if cfg.val_per_class is not None else 10
+    pool, val, test = digits.split(val, cfg.test_per_class or 50, cfg.train_per_class, seed=cfg.data_seed)
     return _splits(pool, val, test, 10, "gray")
+
+
+def _cifar(cfg) -> Splits:
+    """The original train set is the pool (the literature's LT subsets are drawn from it
+    with n_max = 5,000 / 500); the test set is the balanced original. Validation images
+    (data.val_per_class, default 0: none, and no kNN monitor) are held out of the pool,
+    which lowers n_max by as many."""
+    (x, y), test, num_classes = cifar.load(cfg.dataset, cfg.data_root, cfg.download)
+    val_n = cfg.val_per_class or 0
+    g = torch.Generator().manual_seed(cfg.data_seed)
+    val_idx = torch.cat([(y == c).nonzero().flatten()[torch.randperm(int((y == c).sum()), generator=g)[:val_n]]
+                         for c in range(num_classes)]) if val_n else torch.zeros(0, dtype=torch.long)
+    keep = torch.ones(len(y), dtype=torch.bool)
+    keep[val_idx] = False
+    return _splits((x[keep], y[keep]), (x[val_idx], y[val_idx]), test, num_classes, "rgb")
+
+
+def _imagelist(cfg) -> Splits:
+    """Train / val / test lists (default train.txt, val.txt, test.txt in data_root)."""
+    root = Path(cfg.data_root)
+    image_root = Path(cfg.image_root) if cfg.image_root else root
+    size = cfg.image_size or 64
+    parts = [imagelist.load(root / (name or default), image_root, size)
+             for name, default in ((cfg.train_list, "train.txt"), (cfg.val_list, "val.txt"),
+                                   (cfg.test_list, "test.txt"))]
+    num_classes = int(max(int(p[1].max()) for p in parts)) + 1
+    profile = ()
+    if cfg.profile_list:
+        profile = tuple(imagelist.count_labels(root / cfg.profile_list, num_classes))
+    return dataclasses.replace(_splits(*parts, num_classes, "rgb"), natural_imbalance=True,
+                               profile_counts=profile)
 
 
 def _splits(pool, val, test, num_classes, kind) -> Splits:
@@ -56,31 +91,49 @@ def _splits(pool, val, test, num_classes, kind) -> Splits:
                   mean=tuple(mean.tolist()), std=tuple(std.tolist()))
 
 
-# name -> loader(train_per_class, val_per_class, test_per_class, data_seed, data_root) -> Splits
-DATASETS = {"shapes": _shapes, "digits": _digits}
+# name -> loader(DataConfig) -> Splits
+DATASETS = {"shapes": _shapes, "digits": _digits, "cifar10": _cifar, "cifar100": _cifar,
+            "imagelist": _imagelist}
+# The keys that only choose the long-tailed draw, not the images: trials that differ
+# only in these share one load per process.
+_DRAW_KEYS = {"imbalance_ratio": 1.0, "total": None, "count_power": 1.0}
+
+
+def load_splits(cfg) -> Splits:
+    """The dataset's splits for a DataConfig, built once per process and reused across trials."""
+    return _load_cached(dataclasses.replace(cfg, **_DRAW_KEYS))
 
 
 @functools.lru_cache(maxsize=4)
-def load_splits(dataset: str, train_per_class=None, val_per_class=None, test_per_class=None,
-                data_seed: int = 0, data_root: str | None = None) -> Splits:
-    """The dataset's splits, built once per process and reused across trials (CPU tensors)."""
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
-    return DATASETS[dataset](train_per_class, val_per_class, test_per_class, data_seed, data_root)
+def _load_cached(cfg) -> Splits:
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {sorted(DATASETS)}")
+    return DATASETS[cfg.dataset](cfg)
 
 
-def longtail_indices(splits: Splits, imbalance_ratio: float, total: int | None,
-                     seed: int) -> tuple[torch.Tensor, list[int], list[int]]:
+def longtail_indices(splits: Splits, imbalance_ratio: float, total: int | None, seed: int,
+                     count_power: float = 1.0) -> tuple[torch.Tensor, list[int], list[int]]:
     """Draw the long-tailed train set from the pool.
 
-    Frequency ranks go to classes in a seeded random order (not label order),
-    so a class's frequency is not confounded with its difficulty.
+    A balanced pool gets the exponential profile, its frequency ranks handed to
+    classes in a seeded random order (not label order), so a class's frequency is
+    not confounded with its difficulty. A long-tailed pool (a list dataset) keeps
+    its own counts, reshaped by count_power.
 
     Returns:
         indices into the pool [n], class_counts per class index, class_order
         (class_order[r] is the class with the r-th largest count).
     """
-    n_max = min(splits.pool_per_class())
+    available = splits.pool_per_class()
+    if splits.natural_imbalance:
+        counts = imagelist.power_counts(list(splits.profile_counts or available), count_power)
+        for c, (need, have) in enumerate(zip(counts, available)):
+            if need > have:
+                raise ValueError(f"data.count_power={count_power} needs {need} images of class {c}; "
+                                 f"the train list has {have} (use a fuller train list)")
+        order = sorted(range(splits.num_classes), key=lambda c: (-counts[c], c))
+        return select_per_class(splits.pool_y, counts, seed), counts, order
+    n_max = min(available)
     profile = longtail_counts(n_max, splits.num_classes, imbalance_ratio, total)
     if profile[0] > n_max:
         raise ValueError(f"data.total={total} at imbalance_ratio={imbalance_ratio} needs "
@@ -93,7 +146,12 @@ def longtail_indices(splits: Splits, imbalance_ratio: float, total: int | None,
 
 
 def balanced_indices(splits: Splits, total: int, seed: int) -> torch.Tensor:
-    """A class-balanced subset of the pool with `total` images (remainder to the first classes)."""
+    """A class-balanced subset of the pool with `total` images (remainder to the first
+    classes), or, where the rarest class cannot supply total / C (a list dataset's
+    own tail), as many per class as the rarest class has."""
     per, extra = divmod(total, splits.num_classes)
+    rarest = min(splits.pool_per_class())
+    if per + (extra > 0) > rarest:
+        per, extra = rarest, 0
     counts = [per + (c < extra) for c in range(splits.num_classes)]
     return select_per_class(splits.pool_y, counts, seed + 1)

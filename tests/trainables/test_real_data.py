@@ -1,0 +1,140 @@
+"""CIFAR and list datasets, on small files written here in the exact on-disk formats."""
+
+import pickle
+
+import pytest
+import torch
+from conftest import COLOURS, COUNTS, write_image
+
+from trainables.config import SMOKE, DataConfig, TrialConfig
+from trainables.data import cifar, imagelist, load_splits, longtail_indices
+from trainables.data.longtail import longtail_counts
+from trainables.trial import main, plan_data, run_trial
+
+
+def test_cifar10_reads_images_labels_and_the_standard_longtail_counts(cifar_root):
+    s = load_splits(DataConfig(dataset="cifar10", data_root=str(cifar_root)))
+    assert s.pool_x.shape == (600, 3, 32, 32) and s.test_x.shape == (100, 3, 32, 32)
+    assert s.pool_x.dtype == torch.uint8 and len(s.val_y) == 0          # no validation by default
+    # the label written into the first byte (the R plane's first pixel) comes back as the label
+    assert torch.equal(s.pool_x[:, 0, 0, 0].long(), s.pool_y)
+    assert torch.bincount(s.test_y).tolist() == [10] * 10
+    idx, counts, order = longtail_indices(s, 10.0, None, seed=0)
+    assert sorted(counts, reverse=True) == longtail_counts(60, 10, 10.0)
+    assert torch.bincount(s.pool_y[idx], minlength=10).tolist() == counts
+
+
+def test_cifar100_and_a_held_out_validation_slice(cifar_root):
+    s = load_splits(DataConfig(dataset="cifar100", data_root=str(cifar_root), val_per_class=1))
+    assert s.num_classes == 100 and len(s.val_y) == 100 and len(s.pool_y) == 500
+    assert torch.bincount(s.val_y, minlength=100).tolist() == [1] * 100
+    assert torch.equal(s.pool_x[:, 0, 0, 0].long(), s.pool_y)
+
+
+def test_a_pickle_that_references_anything_but_arrays_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": Evil(), b"labels": [0]}, protocol=2))
+    with pytest.raises(ValueError, match="refusing .*print"):
+        cifar.read_batch(path, b"labels", 10)
+
+
+def test_a_missing_cifar_folder_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--smoke", "--dataset", "cifar10", "--data-root", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "cifar-10-batches-py" in err and "data_batch_1" in err
+
+
+def test_smoke_trial_on_test_made_cifar(cifar_root):
+    cfg = TrialConfig.from_flat({**SMOKE, "data.dataset": "cifar10", "data.data_root": str(cifar_root),
+                                 "data.val_per_class": 2, "model.arch": "resnet32", "model.width": 4})
+    result = run_trial(cfg)
+    assert result.status == "ok" and len(result.probes["lt"]["per_class_acc"]) == 10
+    assert sum(result.class_counts) == sum(longtail_counts(58, 10, 10.0))
+
+
+# ------------------------------------------------------------------ list datasets
+
+def test_list_dataset_labels_counts_and_pixels(list_root):
+    s = load_splits(DataConfig(dataset="imagelist", data_root=str(list_root), image_size=16))
+    assert s.pool_x.shape == (21, 3, 16, 16) and s.test_x.shape == (9, 3, 16, 16)
+    assert torch.bincount(s.pool_y).tolist() == [12, 6, 3] and s.num_classes == 3
+    # each class's colour survives decoding (JPEG within a few levels)
+    for label, colour in COLOURS.items():
+        mean = s.pool_x[s.pool_y == label].float().mean(dim=(0, 2, 3))
+        assert torch.allclose(mean, torch.tensor(colour, dtype=torch.float), atol=6)
+    idx, counts, order = longtail_indices(s, 10.0, None, seed=0)     # the ratio is unused here
+    assert counts == [12, 6, 3] and order == [0, 1, 2] and len(idx) == 21
+
+
+def test_power_series_keeps_the_total_and_draws_nested(list_root):
+    assert imagelist.power_counts([12, 6, 3], 1.0) == [12, 6, 3]
+    assert imagelist.power_counts([12, 6, 3], 0.0) == [7, 7, 7]
+    half = imagelist.power_counts([12, 6, 3], 0.5)
+    assert sum(half) == 21 and half[0] < 12 and half[2] > 3
+    # the profile of the long-tailed list, drawn from a fuller (balanced) train list
+    (list_root / "profile.txt").write_text((list_root / "train.txt").read_text())
+    full = "\n".join(f"train/c{c}/img{i % COUNTS[c]}.{'jpg' if (i % COUNTS[c]) % 2 else 'png'} {c}"
+                     for c in range(3) for i in range(12))
+    (list_root / "full.txt").write_text(full + "\n")
+    cfg = DataConfig(dataset="imagelist", data_root=str(list_root), image_size=16,
+                     train_list="full.txt", profile_list="profile.txt")
+    s = load_splits(cfg)
+    a, counts_a, _ = longtail_indices(s, 1.0, None, seed=3, count_power=1.0)
+    b, counts_b, _ = longtail_indices(s, 1.0, None, seed=3, count_power=0.5)
+    assert counts_a == [12, 6, 3] and counts_b == half
+    for c in range(3):   # same seed: the smaller draw of a class is inside the larger one
+        small, large = sorted((set(a[s.pool_y[a] == c].tolist()), set(b[s.pool_y[b] == c].tolist())), key=len)
+        assert small <= large
+
+
+def test_the_cache_is_reused_and_rebuilt_when_the_list_changes(list_root):
+    list_path = list_root / "train.txt"
+    first = imagelist.load(list_path, list_root, 16)
+    cached = sorted((list_root / ".cache").glob("train-16-*.images.npy"))
+    assert len(cached) == 1
+    # a cache hit: a changed image file is not decoded again
+    write_image(list_root / "train/c0/img0.png", 2, 0)
+    assert torch.equal(imagelist.load(list_path, list_root, 16)[0], first[0])
+    # an edited list gets its own cache, built from the files
+    list_path.write_text(list_path.read_text().replace("train/c0/img0.png 0", "train/c0/img0.png 2"))
+    second = imagelist.load(list_path, list_root, 16)
+    assert len(sorted((list_root / ".cache").glob("train-16-*.images.npy"))) == 2
+    assert not torch.equal(second[0], first[0]) and second[1][0] == 2
+
+
+@pytest.mark.parametrize("line, words", [
+    ("train/c0/img0.png", "expected 'relative/path label'"),
+    ("train/c0/img0.png zero", "expected 'relative/path label'"),
+    ("../outside.png 0", "outside the image root"),
+    ("/etc/passwd 0", "outside the image root"),
+    ("train/c0/missing.png 0", "does not exist"),
+    ("notes.txt 0", "not a readable image"),
+])
+def test_bad_list_lines_name_the_file_and_line(list_root, line, words, capsys):
+    (list_root / "notes.txt").write_text("not an image")
+    (list_root / "train.txt").write_text("train/c0/img1.jpg 0\n" + line + "\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--smoke", "--dataset", "imagelist", "--data-root", str(list_root), "--set", "data.image_size=16"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert words in err
+    if "readable" not in words:
+        assert "train.txt:2" in err
+
+
+def test_smoke_trial_on_a_list_dataset_uses_the_imagenet_thresholds(list_root):
+    cfg = TrialConfig.from_flat({**SMOKE, "data.dataset": "imagelist", "data.data_root": str(list_root),
+                                 "data.image_size": 16, "optim.batch_size": 8})
+    assert cfg.group_rule == "imagenet"
+    plan = plan_data(cfg)
+    assert plan.class_counts == [12, 6, 3]
+    result = run_trial(cfg)
+    assert result.status == "ok" and result.class_counts == [12, 6, 3]
+    probe = result.probes["balanced"]
+    # every class has < 20 images: all are "few", none many or medium
+    assert probe["few"] == pytest.approx(probe["top1"]) and probe["many"] != probe["many"]

@@ -138,3 +138,15 @@ def test_smoke_trial_on_a_list_dataset_uses_the_imagenet_thresholds(list_root):
     probe = result.probes["balanced"]
     # every class has < 20 images: all are "few", none many or medium
     assert probe["few"] == pytest.approx(probe["top1"]) and probe["many"] != probe["many"]
+
+
+def test_a_corrupt_cifar_file_is_a_clear_error(cifar_root, tmp_path, capsys):
+    import shutil
+    broken = tmp_path / "cifar-10-batches-py"
+    shutil.copytree(cifar_root / "cifar-10-batches-py", broken)
+    (broken / "data_batch_3").write_bytes(b"\x80\x02}q\x00truncated")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--smoke", "--dataset", "cifar10", "--data-root", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "data_batch_3" in err and "not a CIFAR python batch" in err

@@ -115,9 +115,12 @@ def build_plan(args, storage: Path, name: str) -> SweepPlan:
     if study.space is None and (args.imbalance_range or args.scheduler == "asha"):
         raise ValueError(f"{args.study} is a grid, not a search: --imbalance-range and "
                          "--scheduler asha do not apply")
-    preset = budget(args.smoke, _gpu_budget(args))
+    gpu = _gpu_budget(args)
+    preset = budget(args.smoke, gpu)
     overrides = parse_set(args.set)
-    literature = {} if args.smoke else DATASET_PRESETS.get(args.dataset, {})
+    literature = {} if args.smoke else dict(DATASET_PRESETS.get(args.dataset, {}))
+    if not gpu:
+        literature.pop("optim.epochs", None)      # on a CPU the budget's length stands
     base = {**study.base, **preset.config, **literature, **overrides}
     if args.dataset:
         base["data.dataset"] = args.dataset
@@ -130,6 +133,9 @@ def build_plan(args, storage: Path, name: str) -> SweepPlan:
     levels = [] if args.imbalance_range else _levels(
         args.imbalance_levels or ",".join(map(str, SMOKE_LEVELS if args.smoke else DEFAULT_LEVELS)))
     ratio_range = _range(args.imbalance_range) if args.imbalance_range else None
+    if base.get("data.dataset") == "imagelist" and (ratio_range or len(levels) > 1):
+        raise ValueError("imagelist takes its imbalance from its list: use one level (--imbalance-levels 1) "
+                         "and --set data.count_power=P for the fixed-total series")
     # Every trial's config must be valid at every level (or both ends of the range).
     for ratio in levels or list(ratio_range):
         cfg = TrialConfig.from_flat({**base, "data.imbalance_ratio": ratio, "seed": args.seed})

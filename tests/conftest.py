@@ -43,7 +43,8 @@ def _write_batch(path, data, labels, label_key):
 def _images(labels, rng):
     """[N, 3072] uint8 rows whose first byte encodes the label, the rest random."""
     data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
-    data[:, 0] = labels
+    data[:, 0] = labels                 # R plane, first pixel
+    data[:, 1024] = 255 - labels        # G plane, first pixel: a wrong channel layout shows
     return data
 
 

@@ -53,6 +53,7 @@ class DataConfig:
     val_list: str | None = None
     test_list: str | None = None
     profile_list: str | None = None
+    cache_dir: str | None = None       # imagelist: decoded-image cache (default IMAGE_ROOT/.cache)
     count_power: float = 1.0
     download: bool = False             # cifar: fetch (and checksum) through torchvision when online
 
@@ -252,7 +253,7 @@ class TrialConfig:
             inactive += ["data.imbalance_ratio", "data.total"]
         else:
             inactive += ["data.count_power", "data.train_list", "data.val_list", "data.test_list",
-                         "data.image_root", "data.profile_list", "data.image_size"]
+                         "data.image_root", "data.profile_list", "data.image_size", "data.cache_dir"]
         return inactive
 
 

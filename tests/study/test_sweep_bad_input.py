@@ -33,6 +33,9 @@ BAD = [
     (["kpcl", "--address", "nohostport"], "HOST:PORT"),
     (["kpcl", "--resume", "never-ran"], "no sweep of that name"),
     (["kpcl", "--epochs", "two"], "invalid int"),
+    (["kpcl", "--dataset", "imagelist", "--data-root", "/nonexistent"], "takes its imbalance from its list"),
+    (["kpcl", "--dataset", "cifar10", "--data-root", "/nonexistent", "--imbalance-levels", "10"],
+     "cifar-10-batches-py"),
 ]
 
 

@@ -31,6 +31,7 @@ class Splits:
     kind: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    label_order: bool = False           # CIFAR-LT: head to tail in label order, as in the literature
     natural_imbalance: bool = False     # list datasets: the class profile comes from a list
     profile_counts: tuple[int, ...] = ()  # ... this one (empty: the pool's own counts)
 
@@ -64,7 +65,7 @@ def _cifar(cfg) -> Splits:
                          for c in range(num_classes)]) if val_n else torch.zeros(0, dtype=torch.long)
     keep = torch.ones(len(y), dtype=torch.bool)
     keep[val_idx] = False
-    return _splits((x[keep], y[keep]), (x[val_idx], y[val_idx]), test, num_classes, "rgb")
+    return _splits((x[keep], y[keep]), (x[val_idx], y[val_idx]), test, num_classes, "rgb", label_order=True)
 
 
 def _imagelist(cfg) -> Splits:
@@ -72,7 +73,8 @@ def _imagelist(cfg) -> Splits:
     root = Path(cfg.data_root)
     image_root = Path(cfg.image_root) if cfg.image_root else root
     size = cfg.image_size or 64
-    parts = [imagelist.load(root / (name or default), image_root, size)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+    parts = [imagelist.load(root / (name or default), image_root, size, cache_dir)
              for name, default in ((cfg.train_list, "train.txt"), (cfg.val_list, "val.txt"),
                                    (cfg.test_list, "test.txt"))]
     num_classes = int(max(int(p[1].max()) for p in parts)) + 1
@@ -83,12 +85,25 @@ def _imagelist(cfg) -> Splits:
                                profile_counts=profile)
 
 
-def _splits(pool, val, test, num_classes, kind) -> Splits:
-    x = pool[0].double() / 255
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp(min=1e-3)
+def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images [N, C, H, W] in [0, 1] units, summed in
+    chunks so that a large pool is never converted to floats whole."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].double() / 255
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.pow(2).sum(dim=(0, 2, 3))
+    n = images.numel() / images.shape[1]
+    mean = total / n
+    std = (squares / n - mean.pow(2)).clamp(min=0).sqrt().clamp(min=1e-3)
+    return mean, std
+
+
+def _splits(pool, val, test, num_classes, kind, label_order=False) -> Splits:
+    mean, std = _channel_stats(pool[0])
     return Splits(*pool, *val, *test, num_classes=num_classes, kind=kind,
-                  mean=tuple(mean.tolist()), std=tuple(std.tolist()))
+                  mean=tuple(mean.tolist()), std=tuple(std.tolist()), label_order=label_order)
 
 
 # name -> loader(DataConfig) -> Splits
@@ -116,8 +131,8 @@ def longtail_indices(splits: Splits, imbalance_ratio: float, total: int | None, 
     """Draw the long-tailed train set from the pool.
 
     A balanced pool gets the exponential profile, its frequency ranks handed to
-    classes in a seeded random order (not label order), so a class's frequency is
-    not confounded with its difficulty. A long-tailed pool (a list dataset) keeps
+    classes in a seeded random order, so a class's frequency is not confounded with
+    its difficulty (CIFAR: label order, to match the literature's subsets exactly). A long-tailed pool (a list dataset) keeps
     its own counts, reshaped by count_power.
 
     Returns:
@@ -138,7 +153,8 @@ def longtail_indices(splits: Splits, imbalance_ratio: float, total: int | None, 
     if profile[0] > n_max:
         raise ValueError(f"data.total={total} at imbalance_ratio={imbalance_ratio} needs "
                          f"{profile[0]} images of the head class; the pool has {n_max} per class")
-    order = class_permutation(splits.num_classes, seed)
+    # CIFAR-LT's standard subsets put class 0 at the head; elsewhere a seeded order.
+    order = list(range(splits.num_classes)) if splits.label_order else class_permutation(splits.num_classes, seed)
     counts = [0] * splits.num_classes
     for rank, c in enumerate(order):
         counts[c] = profile[rank]

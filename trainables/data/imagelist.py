@@ -27,18 +27,20 @@ import numpy as np
 import torch
 
 
-def parse_list(list_path: Path, image_root: Path) -> tuple[list[Path], list[int]]:
-    """Read `path label` lines; raise ValueError naming the file and line of any bad one."""
+def parse_list(list_path: Path, image_root: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Read `path label` lines; raise ValueError naming the file and line of any bad one.
+
+    Returns the resolved paths, their labels and each entry's "file:line"."""
     if not list_path.is_file():
         raise FileNotFoundError(f"list file {list_path} does not exist")
     root = image_root.resolve()
-    paths, labels = [], []
+    paths, labels, lines = [], [], []
     for number, line in enumerate(list_path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
         where = f"{list_path}:{number}"
-        if len(fields) != 2 or not fields[1].isdigit():
+        if len(fields) != 2 or not (fields[1].isascii() and fields[1].isdigit()):
             raise ValueError(f"{where}: expected 'relative/path label' with a label >= 0, got {line!r}")
         path = (root / fields[0]).resolve()
         if Path(fields[0]).is_absolute() or not path.is_relative_to(root):
@@ -47,9 +49,10 @@ def parse_list(list_path: Path, image_root: Path) -> tuple[list[Path], list[int]
             raise FileNotFoundError(f"{where}: image {path} does not exist")
         paths.append(path)
         labels.append(int(fields[1]))
+        lines.append(where)
     if not paths:
         raise ValueError(f"{list_path}: no images listed")
-    return paths, labels
+    return paths, labels, lines
 
 
 def count_labels(list_path: Path, num_classes: int) -> list[int]:
@@ -61,15 +64,16 @@ def count_labels(list_path: Path, num_classes: int) -> list[int]:
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) >= num_classes:
+        if len(fields) != 2 or not (fields[1].isascii() and fields[1].isdigit()) or int(fields[1]) >= num_classes:
             raise ValueError(f"{list_path}:{number}: expected 'path label' with 0 <= label < "
                              f"{num_classes}, got {line!r}")
         counts[int(fields[1])] += 1
     return counts
 
 
-def decode(path: Path, size: int) -> np.ndarray:
-    """An image file -> [3, size, size] uint8 (shorter side resized to size, centre crop)."""
+def decode(path: Path, size: int, where: str = "") -> np.ndarray:
+    """An image file -> [3, size, size] uint8 (shorter side resized to size, centre crop);
+    `where` ("list:line") names the entry in the error of an unreadable file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -82,13 +86,14 @@ def decode(path: Path, size: int) -> np.ndarray:
             img = img.crop((left, top, left + size, top + size))
             return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
     except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from None
+        raise ValueError(f"{where + ': ' if where else ''}{path}: not a readable image ({e})") from None
 
 
-def _cache_paths(list_path: Path, image_root: Path, size: int) -> tuple[Path, Path]:
+def _cache_paths(list_path: Path, image_root: Path, size: int, cache_dir: Path | None) -> tuple[Path, Path]:
     digest = hashlib.sha256(list_path.read_bytes() + str(image_root.resolve()).encode()).hexdigest()[:16]
-    stem = image_root / ".cache" / f"{list_path.stem}-{size}-{digest}"
-    return stem.with_suffix(".images.npy"), stem.with_suffix(".labels.npy")
+    folder = cache_dir or image_root / ".cache"
+    stem = f"{list_path.name}-{size}-{digest}"          # the full name: "lt.v2.txt" keeps its dots
+    return folder / f"{stem}.images.npy", folder / f"{stem}.labels.npy"
 
 
 def _save_atomic(array: np.ndarray, path: Path) -> None:
@@ -99,19 +104,30 @@ def _save_atomic(array: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load(list_path: Path, image_root: Path, size: int, workers: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def load(list_path: Path, image_root: Path, size: int, cache_dir: Path | None = None,
+         workers: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """The listed images [N, 3, size, size] uint8 and labels [N], from the cache when it matches."""
-    images_file, labels_file = _cache_paths(list_path, image_root, size)
+    if not list_path.is_file():
+        raise FileNotFoundError(f"list file {list_path} does not exist")
+    images_file, labels_file = _cache_paths(list_path, image_root, size, cache_dir)
     if images_file.is_file() and labels_file.is_file():
         images = np.load(images_file, allow_pickle=False)
         labels = np.load(labels_file, allow_pickle=False)
     else:
-        paths, label_list = parse_list(list_path, image_root)
+        paths, label_list, lines = parse_list(list_path, image_root)
+        images = np.empty((len(paths), 3, size, size), dtype=np.uint8)   # filled in place: no second copy
+
+        def fill(i):
+            images[i] = decode(paths[i], size, lines[i])
         with ThreadPoolExecutor(max_workers=workers) as pool:    # PIL decodes without the GIL
-            images = np.stack(list(pool.map(lambda p: decode(p, size), paths)))
+            list(pool.map(fill, range(len(paths))))
         labels = np.asarray(label_list, dtype=np.int64)
-        _save_atomic(images, images_file)
-        _save_atomic(labels, labels_file)
+        try:
+            _save_atomic(images, images_file)
+            _save_atomic(labels, labels_file)
+        except OSError as e:
+            raise ValueError(f"cannot write the decode cache in {images_file.parent} ({e.strerror}): "
+                             f"set data.cache_dir to a writable folder") from None
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 

@@ -1,7 +1,6 @@
 """The report on a small result set written through the sweep's own Parquet writer."""
 
 import copy
-import math
 
 import numpy as np
 import pytest

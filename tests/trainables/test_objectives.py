@@ -58,7 +58,6 @@ def test_queue_gives_a_lone_tail_sample_its_k_positives():
     # Class 9 appears once in the batch: batch-mode KCL has only the other view for it,
     # queue-mode KCL draws k more from the queue once the queue holds class-9 keys.
     y = torch.tensor([0, 0, 0, 9])
-    views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
     obj = _objective(**{"loss.mode": "queue", "loss.k": 3, "loss.queue_size": 64})
     obj._enqueue(torch.nn.functional.normalize(torch.randn(8, 8), dim=1), torch.full((8,), 9),
                  torch.arange(100, 108))

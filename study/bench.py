@@ -11,7 +11,10 @@ comparisons, each measured in this one process, median of several repeats.
     probe    the cached-feature linear probe against re-running the frozen encoder
              every probe epoch, with both probes' accuracy
 
-(Issue 6 also asks for the sweep's per-trial overhead and a GPU section; not built yet.)
+    sweep    wall time of N smoke trials under the whole sweep against the same
+             trials' run_trial time in this process: seconds of overhead per trial
+
+(A GPU section is not built yet.)
 """
 
 from __future__ import annotations
@@ -186,9 +189,42 @@ def _continue(probe, feats, labels, cfg, g):
     return probe.eval()
 
 
+# ---------------------------------------------------------------- sweep overhead
+
+def bench_sweep(trials: int) -> dict:
+    """Wall time of `trials` smoke trials under the sweep (Ray Tune, Optuna, MLflow,
+    Parquet, report) against the same trials' run_trial times, one after another in
+    this process: the difference per trial is what the sweep machinery costs."""
+    import tempfile
+
+    from analysis.results import load_results
+    from study.sweep import main as sweep
+    from trainables.config import SMOKE
+    from trainables.trial import run_trial
+
+    from study.runner import start_ray
+
+    start = time.perf_counter()
+    start_ray(None)                                       # once per sweep: timed on its own
+    ray_start_s = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as storage:
+        start = time.perf_counter()
+        sweep(["kpcl", "--smoke", "--num-samples", str(trials), "--max-concurrent", "1",
+               "--imbalance-levels", "10", "--storage", storage, "--name", "bench"])
+        sweep_s = time.perf_counter() - start
+        configs = load_results(f"{storage}/bench")[["loss.k", "loss.temperature"]].to_dict("records")
+    run_trial(TrialConfig.from_flat(SMOKE))              # warm-up: data generation, first kernels
+    start = time.perf_counter()
+    for knobs in configs:
+        run_trial(TrialConfig.from_flat({**SMOKE, **knobs, "data.imbalance_ratio": 10.0}))
+    direct_s = time.perf_counter() - start
+    return {"trials": trials, "ray_start_s": ray_start_s, "sweep_s": sweep_s, "direct_s": direct_s,
+            "overhead_per_trial_s": (sweep_s - direct_s) / trials}
+
+
 # ---------------------------------------------------------------- command
 
-def run(tiny: bool, repeats: int) -> dict:
+def run(tiny: bool, repeats: int, sweep_trials: int = 0) -> dict:
     flat = {"data.train_per_class": 40 if tiny else 500, "data.val_per_class": 5, "data.test_per_class": 20,
             "model.width": 8 if tiny else 16, "optim.batch_size": 64 if tiny else 128,
             "probe.epochs": 3 if tiny else 30}
@@ -201,6 +237,7 @@ def run(tiny: bool, repeats: int) -> dict:
         "data": bench_data(cfg, steps=2 if tiny else 10, repeats=repeats, workers=0 if tiny else 2),
         "loss": bench_loss([32, 64] if tiny else [256, 512, 1024], repeats, device),
         "probe": bench_probe(cfg, repeats),
+        "sweep": bench_sweep(sweep_trials) if sweep_trials else None,
     }
 
 
@@ -216,6 +253,11 @@ def table(report: dict) -> str:
     p = report["probe"]
     lines.append(f"probe      cached {p['cached_s']:8.2f} s (acc {p['cached_acc']:.3f})   re-encode "
                  f"{p['recompute_s']:8.2f} s (acc {p['recompute_acc']:.3f})   ratio {p['ratio']:6.1f}x")
+    if report["sweep"]:
+        w = report["sweep"]
+        lines.append(f"sweep      {w['trials']} trials: sweep {w['sweep_s']:.1f} s, run_trial alone "
+                     f"{w['direct_s']:.1f} s: {w['overhead_per_trial_s']:.2f} s overhead per trial "
+                     f"(one at a time, report included; Ray's start, {w['ray_start_s']:.1f} s once, not)")
     return "\n".join(lines)
 
 
@@ -225,10 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="seconds, for the tests: numbers mean nothing")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write the results as JSON here")
+    parser.add_argument("--sweep-trials", type=int, default=20,
+                        help="tiny trials for the sweep-overhead comparison (0: skip it)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats={args.repeats}: must be >= 1")
-    report = run(args.tiny, args.repeats)
+    report = run(args.tiny, args.repeats, args.sweep_trials)
     print(table(report))
     if args.json:
         with open(args.json, "w") as f:

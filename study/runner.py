@@ -36,6 +36,9 @@ def build_tuner(plan: SweepPlan, callbacks: list):
         _trainable(plan), param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                     max_concurrent_trials=plan.max_concurrent,
+                                    # A worker keeps its imports and its loaded dataset across
+                                    # trials (trainables.data caches per process).
+                                    reuse_actors=True,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=plan.name, storage_path=plan.storage, callbacks=callbacks,
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=0)))

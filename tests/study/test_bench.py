@@ -6,11 +6,13 @@ from study.bench import main, per_anchor_loss
 from trainables.losses import contrastive_loss, kcl_mask
 
 
-def test_tiny_benchmark_writes_every_field(tmp_path, capsys):
+def test_tiny_benchmark_writes_every_field(ray_cluster, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["--tiny", "--repeats", "1", "--json", str(out)]) == 0
+    assert main(["--tiny", "--repeats", "1", "--sweep-trials", "2", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert set(report) == {"machine", "repeats", "data", "loss", "probe"}
+    assert set(report) == {"machine", "repeats", "data", "loss", "probe", "sweep"}
+    assert {"trials", "ray_start_s", "sweep_s", "direct_s", "overhead_per_trial_s"} <= set(report["sweep"])
+    assert report["sweep"]["trials"] == 2
     assert {"harness_img_s", "dataloader_img_s", "ratio", "batch", "steps", "workers"} <= set(report["data"])
     assert [row["batch"] for row in report["loss"]] == [32, 64]
     assert all({"masked_s", "loop_s", "ratio"} <= set(row) for row in report["loss"])

@@ -39,6 +39,7 @@ class SweepPlan:
     address: str | None = None
     mlflow_uri: str = ""
     resume: bool = False
+    reuse_actors: bool = True
 
     @property
     def sweep_dir(self) -> Path:
@@ -151,4 +152,5 @@ def build_plan(args, storage: Path, name: str) -> SweepPlan:
                      num_samples=num_samples, seeds=seeds,
                      seed=args.seed, epochs=cfg.optim.epochs, cpus_per_trial=args.cpus_per_trial,
                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-                     address=args.address, mlflow_uri=args.mlflow_uri or storage_uri)
+                     address=args.address, mlflow_uri=args.mlflow_uri or storage_uri,
+                     reuse_actors=not args.no_reuse_actors)

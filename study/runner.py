@@ -38,7 +38,7 @@ def build_tuner(plan: SweepPlan, callbacks: list):
                                     max_concurrent_trials=plan.max_concurrent,
                                     # A worker keeps its imports and its loaded dataset across
                                     # trials (trainables.data caches per process).
-                                    reuse_actors=True,
+                                    reuse_actors=plan.reuse_actors,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=plan.name, storage_path=plan.storage, callbacks=callbacks,
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=0)))

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gpus-per-trial", type=float, default=None,
                    help="fractions share a GPU (default: 1 if the cluster has GPUs, else 0)")
     r.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
+    r.add_argument("--no-reuse-actors", action="store_true",
+                   help="a fresh worker process per trial (default: workers keep imports and data)")
     r.add_argument("--address", help="auto or HOST:PORT: join an existing Ray cluster (default: start a local one)")
     o = p.add_argument_group("output")
     o.add_argument("--storage", default="runs", help="results folder (default ./runs)")

@@ -177,3 +177,16 @@ def test_smoke_sweep_on_test_made_real_format_data(ray_cluster, tmp_path, datase
     df = load_results(tmp_path / dataset)
     assert len(df) == 2 and set(df["status"]) == {"ok"} and (df["data.dataset"] == dataset).all()
     assert (tmp_path / dataset / "report" / "report.md").exists()
+
+
+def test_actor_reuse_does_not_change_the_numbers(ray_cluster, tmp_path):
+    metrics = []
+    for flag in ([], ["--no-reuse-actors"]):
+        name = "fresh" if flag else "reused"
+        argv = ["kpcl", "--smoke", "--num-samples", "3", "--imbalance-levels", "10", "--max-concurrent", "1",
+                "--storage", str(tmp_path), "--name", name, *flag]
+        assert main(argv) == 0
+        df = load_results(tmp_path / name).sort_values(["loss.k", "loss.temperature"])
+        metrics.append(df[["loss.k", "loss.temperature", "lt/top1", "balanced/balancedness",
+                           "pretrain/final_loss"]].to_numpy().tolist())
+    assert metrics[0] == metrics[1]

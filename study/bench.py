@@ -167,26 +167,13 @@ def bench_probe(cfg: TrialConfig, repeats: int) -> dict:
             with torch.no_grad():
                 feats = torch.cat([encoder(normalize_images(splits.pool_x[i:i + 512], mean, std))
                                    for i in range(0, len(splits.pool_x), 512)])
-            probe = fit_linear_probe(feats, splits.pool_y, splits.num_classes, one_epoch, g) if probe is None \
-                else _continue(probe, feats, splits.pool_y, one_epoch, g)
+            probe = fit_linear_probe(feats, splits.pool_y, splits.num_classes, one_epoch, g, probe=probe)
         results["recompute_acc"] = float((predict(probe, extract_features(encoder, splits.test_x, mean, std))
                                           == splits.test_y).float().mean())
 
     fast, slow = _median_time(cached, repeats), _median_time(recompute, repeats)
     return {"epochs": probe_cfg.epochs, "images": len(splits.pool_y), "cached_s": fast, "recompute_s": slow,
             "ratio": slow / fast, **results}
-
-
-def _continue(probe, feats, labels, cfg, g):
-    """One more epoch of the same probe (Adam restarts: a small, fair handicap for the reference)."""
-    opt = torch.optim.Adam(probe.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    probe.train()
-    for idx in torch.randperm(len(feats), generator=g).split(cfg.batch_size):
-        loss = F.cross_entropy(probe(feats[idx]), labels[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return probe.eval()
 
 
 # ---------------------------------------------------------------- sweep overhead

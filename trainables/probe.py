@@ -61,14 +61,17 @@ class LinearProbe(nn.Module):
 
 
 def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: ProbeConfig,
-                     generator: torch.Generator, balanced_sampling: bool = False) -> LinearProbe:
+                     generator: torch.Generator, balanced_sampling: bool = False,
+                     probe: LinearProbe | None = None) -> LinearProbe:
     """Cross-entropy, Adam, mini-batches for cfg.epochs epochs on cached features.
 
     feats: [N, d], labels: [N]. With balanced_sampling, each batch is drawn with
     replacement with probability proportional to 1 / n_class(label), so that every
-    class is seen equally often in expectation.
+    class is seen equally often in expectation. A given `probe` is trained further
+    (its standardisation kept) instead of a new one.
     """
-    probe = LinearProbe(feats, num_classes).to(feats.device)
+    probe = probe if probe is not None else LinearProbe(feats, num_classes).to(feats.device)
+    probe.train()
     opt = torch.optim.Adam(probe.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n, batch = len(feats), min(cfg.batch_size, len(feats))
     weights = 1.0 / torch.bincount(labels, minlength=num_classes).float()[labels]

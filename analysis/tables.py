@@ -76,6 +76,23 @@ def frontier_members(df: pd.DataFrame, objectives: list[str], per_level: bool = 
                                       ascending=[True, True, False])
 
 
+def t_quantile(q: float, dof: float) -> float:
+    """Quantile q of Student's t with `dof` degrees of freedom (scipy.special, not
+    scipy.stats: the latter takes a second to import, once per sweep report)."""
+    from scipy.special import stdtrit
+    return float(stdtrit(dof, q))
+
+
+def ols_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of y on x and its standard error:
+    b = sum(dx dy) / sum(dx^2), se = sqrt(sum(r^2) / (n - 2) / sum(dx^2))."""
+    dx, dy = x - x.mean(), y - y.mean()
+    sxx = float(dx @ dx)
+    slope = float(dx @ dy) / sxx
+    residuals = dy - slope * dx
+    return slope, math.sqrt(float(residuals @ residuals) / (len(x) - 2) / sxx)
+
+
 def slope_table(df: pd.DataFrame, probe: str = "lt", level: float = 0.95) -> pd.DataFrame:
     """Per loss, the least-squares slope of p(V) against log10(imbalance ratio), with a
     `level` confidence interval (t distribution, n - 2 degrees of freedom).
@@ -83,8 +100,6 @@ def slope_table(df: pd.DataFrame, probe: str = "lt", level: float = 0.95) -> pd.
     A slope whose interval contains 0 is consistent with balancedness that does not
     depend on the imbalance (the paper's claim for contrastive losses).
     """
-    from scipy import stats
-
     rows = []
     for loss, group in df.groupby("loss.name"):
         x = np.log10(group["data.imbalance_ratio"].to_numpy(dtype=float))
@@ -94,10 +109,10 @@ def slope_table(df: pd.DataFrame, probe: str = "lt", level: float = 0.95) -> pd.
             rows.append({"loss": loss, "trials": n, "slope": math.nan, "ci low": math.nan,
                          "ci high": math.nan})
             continue
-        fit = stats.linregress(x, y)
-        half = stats.t.ppf(0.5 + level / 2, n - 2) * fit.stderr
-        rows.append({"loss": loss, "trials": n, "slope": fit.slope, "ci low": fit.slope - half,
-                     "ci high": fit.slope + half})
+        slope, stderr = ols_slope(x, y)
+        half = t_quantile(0.5 + level / 2, n - 2) * stderr
+        rows.append({"loss": loss, "trials": n, "slope": slope, "ci low": slope - half,
+                     "ci high": slope + half})
     return pd.DataFrame(rows)
 
 

@@ -12,6 +12,7 @@ and reuses them instead of opening duplicates.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from ray.tune import Callback
@@ -59,6 +60,30 @@ def attach_folder(uri: str, run_id: str, folder: Path, name: str) -> None:
     _client(uri).log_artifacts(run_id, str(folder), artifact_path=name)
 
 
+def drop_orphan_runs(uri: str, experiment_id: str, sweep: str, trial_ids: set[str]) -> list[str]:
+    """Delete the sweep's child runs whose trial has no results row; return their trial ids.
+
+    Such a run belongs to a trial that a killed driver had started after its last
+    saved experiment state: the resumed search never knew it and suggested another
+    trial in its place. The run is tagged with the reason and soft-deleted (MLflow
+    keeps it, restorable), so that the sweep's runs match its rows.
+    """
+    client, orphans, token = _client(uri), [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=f"tags.sweep = '{sweep}'",
+                                  max_results=1000, page_token=token)
+        for run in page:
+            trial_id = run.data.tags.get("trial_id")
+            if trial_id is not None and trial_id not in trial_ids:
+                client.set_tag(run.info.run_id, "orphaned", "started by a driver that was killed before "
+                               "saving it; the resumed sweep replaced the trial")
+                client.delete_run(run.info.run_id)
+                orphans.append(trial_id)
+        token = page.token
+        if not token:
+            return orphans
+
+
 def final_metric_values(result: dict) -> dict[str, float]:
     """Final metrics of a TrialResult dict, MLflow keys -> values (NaN groups left out)."""
     out = {}
@@ -74,18 +99,36 @@ def final_metric_values(result: dict) -> dict[str, float]:
 class MlflowSink(Callback):
     """Driver-side Tune callback writing one child run per trial under the parent run."""
 
-    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, provenance: dict):
-        self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
+    def __init__(self, uri: str, tracking: dict | Future, provenance: dict):
+        """tracking: {"experiment_id", "parent_run_id"}, or a Future of it: the runner
+        opens the store in a thread while Ray starts the first trial (a new sqlite
+        store takes seconds to create), and the sink waits for it on first use."""
+        self.uri, self._tracking = uri, tracking
         self.study, self.sweep = provenance["study"], provenance["sweep"]
         # provenance travels with every run, not only with the parent
         self.provenance_tags = {"git_commit": provenance["git_commit"],
                                 **{f"version.{k}": v for k, v in provenance["versions"].items()}}
         self.runs: dict[str, str] = {}          # trial id -> run id
         self._mlflow = None
+        self._restored = False                  # a resumed sweep looks for runs it opened before
 
     def __getstate__(self):
         # Tune pickles callbacks with the experiment (for --resume); the client is rebuilt.
-        return {**self.__dict__, "_mlflow": None}
+        return {**self.__dict__, "_tracking": self.tracking, "_mlflow": None, "_restored": True}
+
+    @property
+    def tracking(self) -> dict:
+        if isinstance(self._tracking, Future):
+            self._tracking = self._tracking.result()
+        return self._tracking
+
+    @property
+    def experiment_id(self) -> str:
+        return self.tracking["experiment_id"]
+
+    @property
+    def parent_run_id(self) -> str:
+        return self.tracking["parent_run_id"]
 
     @property
     def client(self):
@@ -96,7 +139,7 @@ class MlflowSink(Callback):
     def _run_id(self, trial) -> str:
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
-        found = self.client.search_runs(
+        found = self._restored and self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.trial_id = '{trial.trial_id}' and tags.sweep = '{self.sweep}'")
         if found:

@@ -82,6 +82,9 @@ class ModelConfig:
     arch: str = "cnn"
     width: int | None = None    # channels of the first stage, doubled per stage; None: the arch's default
     proj_dim: int = 128         # output of the contrastive projection head
+    # torch.compile the encoder; takes effect on a GPU only (the compile costs more than
+    # it saves on short CPU trials), and pays off on long trials only.
+    compile: bool = False
 
     def __post_init__(self):
         _check(self.arch in ARCH_NAMES, "model.arch", self.arch, f"one of {ARCH_NAMES}")

@@ -25,7 +25,7 @@ import torch
 
 
 def contrastive_loss(z: torch.Tensor, pos_mask: torch.Tensor, temperature: float,
-                     keys: torch.Tensor | None = None) -> torch.Tensor:
+                     keys: torch.Tensor | None = None, key_valid: torch.Tensor | None = None) -> torch.Tensor:
     """The masked contrastive loss (module docstring's equation).
 
     Args:
@@ -35,6 +35,9 @@ def contrastive_loss(z: torch.Tensor, pos_mask: torch.Tensor, temperature: float
         temperature: t > 0.
         keys: optional [K, D] L2-normalised keys; None means the anchors are
             their own keys and each anchor is excluded from its denominator.
+        key_valid: optional [K] bool; False keys (empty queue slots) are left out
+            of every denominator, as if absent. Masking instead of slicing keeps
+            shapes fixed, so the host never waits for the device to learn them.
     Returns:
         scalar; 0 (with a graph) when no anchor has a positive.
     """
@@ -47,15 +50,18 @@ def contrastive_loss(z: torch.Tensor, pos_mask: torch.Tensor, temperature: float
     if self_keys:
         eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
         logits = logits.masked_fill(eye, float("-inf"))               # j != i
+    if key_valid is not None:
+        logits = logits.masked_fill(~key_valid[None, :], float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     # where(), not multiplication: log_prob is -inf on the diagonal and -inf * 0 is NaN.
     pos_log_prob = torch.where(pos_mask, log_prob, torch.zeros_like(log_prob)).sum(1)
     n_pos = pos_mask.sum(1)
     has_pos = n_pos > 0
-    per_anchor = -pos_log_prob[has_pos] / n_pos[has_pos]
-    if per_anchor.numel() == 0:
-        return z.sum() * 0.0  # keeps the graph, so backward() still works
-    return per_anchor.mean()
+    # The mean over anchors with a positive, written without boolean indexing (whose
+    # output shape would make the host wait for the device every step); an anchor
+    # without positives contributes 0 / 1 = 0, and no anchor at all gives 0 with a graph.
+    per_anchor = -pos_log_prob / n_pos.clamp(min=1)
+    return per_anchor.sum() / has_pos.sum().clamp(min=1)
 
 
 def other_view_mask(n: int, device=None) -> torch.Tensor:

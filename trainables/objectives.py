@@ -114,23 +114,26 @@ class QueueKCL(nn.Module):
         self.queue_len.copy_((self.queue_len + len(keys)).clamp(max=size))
 
     def _direction(self, q, k_other, y, ids, queue, queue_labels, queue_ids):
-        """Loss of anchors q [B, D] against keys [k_other; queue]; returns (loss, mean positives)."""
-        keys = torch.cat([k_other, queue])
+        """Loss of anchors q [B, D] against keys [k_other; queue]; returns (loss, mean positives).
+
+        Empty queue slots (label -1) are neither negatives nor positives: left out of
+        the denominators by a mask, so that shapes never depend on how full the queue is.
+        """
+        keys = torch.cat([k_other, queue.to(q.dtype)])
         key_labels = torch.cat([y, queue_labels])
         # The anchor's own image: its other view, and any older key of it in the queue.
         own = ids[:, None] == torch.cat([ids, queue_ids])[None, :]
         extra = sample_k_per_row(same_label_mask(y, key_labels) & ~own, self.k, self.generator)
         mask = own | extra
-        return contrastive_loss(q, mask, self.temperature, keys=keys), mask.sum(1).float().mean()
+        valid = torch.cat([torch.ones_like(y, dtype=torch.bool), queue_labels >= 0])
+        return (contrastive_loss(q, mask, self.temperature, keys=keys, key_valid=valid),
+                mask.sum(1).float().mean())
 
     def forward(self, views, y, ids):
         self._momentum_update()
         q1, q2 = F.normalize(self.head(self.encoder(torch.cat(views))), dim=1).chunk(2)
         k1, k2 = self._keys(torch.cat(views)).chunk(2)
-        # Only the filled part of the queue: empty slots are neither negatives nor positives.
-        # (Read once per step; the queue fills within its first few steps.)
-        n = int(self.queue_len)
-        queue = (self.queue[:n].to(q1.dtype), self.queue_labels[:n], self.queue_ids[:n])
+        queue = (self.queue, self.queue_labels, self.queue_ids)
         loss1, pos1 = self._direction(q1, k2, y, ids, *queue)
         loss2, pos2 = self._direction(q2, k1, y, ids, *queue)
         self._enqueue(k1, y, ids)

@@ -109,3 +109,40 @@ def test_an_older_key_of_the_anchors_own_image_is_a_positive_not_a_negative():
     log_prob = logits - torch.logsumexp(logits, 1, keepdim=True)
     expected = -((log_prob[0, 0] + log_prob[0, 3]) / 2 + log_prob[1, 1]) / 2
     assert torch.allclose(loss, expected)
+
+
+def test_empty_queue_slots_change_nothing():
+    # The whole queue goes into the loss (fixed shapes, no host-device sync); its empty
+    # slots (label -1) must count exactly as if they were not there.
+    obj = _objective(**{"loss.mode": "queue", "loss.k": 5})   # k >= candidates: no random draw
+    q = torch.nn.functional.normalize(torch.randn(4, 8, dtype=torch.float64), dim=1)
+    k = torch.nn.functional.normalize(torch.randn(4, 8, dtype=torch.float64), dim=1)
+    filled = torch.nn.functional.normalize(torch.randn(3, 8, dtype=torch.float64), dim=1)
+    y, ids, labels, qids = torch.tensor([0, 1, 0, 1]), torch.arange(4), torch.tensor([0, 1, 1]), torch.arange(9, 12)
+    queue = torch.cat([filled, torch.zeros(5, 8, dtype=torch.float64)])
+    obj.generator = torch.Generator().manual_seed(0)
+    sliced, pos_sliced = obj._direction(q, k, y, ids, filled, labels, qids)
+    obj.generator = torch.Generator().manual_seed(0)
+    full, pos_full = obj._direction(q, k, y, ids, queue, torch.cat([labels, torch.full((5,), -1)]),
+                                    torch.cat([qids, torch.full((5,), -1)]))
+    assert torch.allclose(sliced, full) and float(pos_sliced) == float(pos_full)
+
+
+def test_bf16_autocast_and_float32_losses_agree():
+    # The GPU trains under bf16 autocast; the contrastive logits stay float32 (losses.py).
+    # Same weights, views and positive draws: the two precisions give the same loss
+    # within bf16's ~3 significant digits. (CPU autocast runs the same bf16 kernels' maths.)
+    x = [torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(1)) for _ in range(2)]
+    y = torch.arange(32) % 4
+    for name in [*LOSSES, "kcl-queue"]:
+        flat = {"loss.name": "kcl", "loss.mode": "queue"} if name == "kcl-queue" else {"loss.name": name}
+        losses = []
+        for bf16 in (False, True):
+            obj = _objective(**flat).eval()           # eval: BN statistics fixed, the same in both
+            obj.generator = torch.Generator().manual_seed(0)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss, _ = obj(x[: obj.views], y, torch.arange(32))
+                assert obj.encoder(x[0]).dtype == (torch.bfloat16 if bf16 else torch.float32)
+            losses.append(float(loss.detach()))
+        assert abs(losses[1] - losses[0]) <= 0.02 * abs(losses[0]), (name, losses)
+        assert losses[0] > 0.1                         # a real loss, not a vacuous 0 == 0

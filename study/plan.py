@@ -40,6 +40,7 @@ class SweepPlan:
     mlflow_uri: str = ""
     resume: bool = False
     reuse_actors: bool = True
+    max_failures: int = 1               # Tune retries of a failed trial, from its checkpoint
 
     @property
     def sweep_dir(self) -> Path:
@@ -77,13 +78,16 @@ def _range(text: str) -> tuple[float, float]:
 
 def _check_positive(args) -> None:
     for flag, value, minimum in (("--num-samples", args.num_samples, 1), ("--epochs", args.epochs, 1),
-                                 ("--max-concurrent", args.max_concurrent, 1)):
+                                 ("--max-concurrent", args.max_concurrent, 1),
+                                 ("--max-failures", args.max_failures, 0)):
         if value is not None and value < minimum:
             raise ValueError(f"{flag}={value}: must be >= {minimum}")
     if args.cpus_per_trial <= 0:
         raise ValueError(f"--cpus-per-trial={args.cpus_per_trial}: must be > 0")
-    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
-        raise ValueError(f"--gpus-per-trial={args.gpus_per_trial}: must be >= 0")
+    gpus = args.gpus_per_trial
+    if gpus is not None and (gpus < 0 or (gpus > 1 and not float(gpus).is_integer())):
+        # Ray shares a GPU among trials only by fractions of one device (0.25: four trials)
+        raise ValueError(f"--gpus-per-trial={gpus}: must be a fraction in [0, 1] or a whole number")
 
 
 def _objectives(args) -> list[str]:
@@ -96,6 +100,37 @@ def _gpu_budget(args) -> bool:
         return args.gpus_per_trial > 0
     import torch
     return torch.cuda.is_available()
+
+
+def searched_keys(study) -> set[str]:
+    """The config keys a study's search space samples (asked of a throwaway Optuna trial)."""
+    if study.space is None:
+        return set(study.grid)
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial = optuna.create_study().ask()
+    study.space(trial)
+    return set(trial.params)
+
+
+def _check_not_searched(study, overrides: dict) -> None:
+    """--set of a key the study searches would be silently overridden by the search."""
+    clash = sorted(set(overrides) & searched_keys(study))
+    if clash:
+        raise ValueError(f"--set {', '.join(clash)}: searched by this study, so a fixed value would be "
+                         "ignored; pick a study that does not search it (e.g. fig2 or a grid of your own)")
+
+
+def _check_k(study, cfg: TrialConfig, class_counts: list[int]) -> None:
+    """A fixed KCL k must be below the largest class's train count, or every class takes
+    all its images as positives and KCL is SupCon under another name."""
+    names = study.grid.get("loss.name", [cfg.loss.name])
+    if "kcl" not in names or "loss.k" in searched_keys(study):
+        return
+    largest = max(class_counts)
+    if cfg.loss.k >= largest:
+        raise ValueError(f"loss.k={cfg.loss.k} is not below the largest class's {largest} train images at "
+                         f"imbalance {cfg.data.imbalance_ratio:g}: KCL would equal SupCon; pick k < {largest}")
 
 
 def build_plan(args, storage: Path, name: str) -> SweepPlan:
@@ -137,10 +172,11 @@ def build_plan(args, storage: Path, name: str) -> SweepPlan:
     if base.get("data.dataset") == "imagelist" and (ratio_range or len(levels) > 1):
         raise ValueError("imagelist takes its imbalance from its list: use one level (--imbalance-levels 1) "
                          "and --set data.count_power=P for the fixed-total series")
+    _check_not_searched(study, overrides)
     # Every trial's config must be valid at every level (or both ends of the range).
     for ratio in levels or list(ratio_range):
         cfg = TrialConfig.from_flat({**base, "data.imbalance_ratio": ratio, "seed": args.seed})
-        plan_data(cfg)
+        _check_k(study, cfg, plan_data(cfg).class_counts)
     storage_uri = f"sqlite:///{storage / 'mlflow.db'}"
     num_samples, seeds = args.num_samples or preset.num_samples, preset.seeds
     if study.space is None:
@@ -153,4 +189,4 @@ def build_plan(args, storage: Path, name: str) -> SweepPlan:
                      seed=args.seed, epochs=cfg.optim.epochs, cpus_per_trial=args.cpus_per_trial,
                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                      address=args.address, mlflow_uri=args.mlflow_uri or storage_uri,
-                     reuse_actors=not args.no_reuse_actors)
+                     reuse_actors=not args.no_reuse_actors, max_failures=args.max_failures)

@@ -21,7 +21,7 @@ from trainables.trial import PROBES
 
 PRETRAIN_COLUMNS = {"pretrain/epochs_completed": pa.int64(), "pretrain/final_loss": pa.float64(),
                     "pretrain/final_knn_acc": pa.float64(), "pretrain/mean_positives": pa.float64(),
-                    "pretrain/images_per_s": pa.float64()}
+                    "pretrain/images_per_s": pa.float64(), "pretrain/resumed_from_epoch": pa.int64()}
 HISTORY_SCHEMA = pa.schema([("trial_id", pa.string()), ("epoch", pa.int64()), ("loss", pa.float64()),
                             ("knn_acc", pa.float64()), ("lr", pa.float64()),
                             ("images_per_s", pa.float64()), ("mean_positives", pa.float64())])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from study.plan import SweepPlan
@@ -41,7 +42,10 @@ def build_tuner(plan: SweepPlan, callbacks: list):
                                     reuse_actors=plan.reuse_actors,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=plan.name, storage_path=plan.storage, callbacks=callbacks,
-                                  verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
+                                  verbose=0, failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+                                  # the newest checkpoint resumes a trial; one older survives a
+                                  # crash while the newest is being written
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
 
 def trial_dirname(trial) -> str:
@@ -61,6 +65,23 @@ def _trainable(plan: SweepPlan):
     return tune.with_resources(tune_trainable, {"cpu": plan.cpus_per_trial, "gpu": gpus})
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def loopback_only(address: str | None) -> None:
+    """Make a Ray started or joined on this machine listen on 127.0.0.1 only.
+
+    Ray replaces a node IP of 127.0.0.1 by the machine's network address and then
+    binds its servers to every interface; only RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+    (read when ray is imported; despite its name a plain switch on Linux too) keeps
+    the node IP at 127.0.0.1, and every server binds to it. It also rules out other
+    nodes, so it applies only to a local cluster or one at a loopback address.
+    """
+    host = None if address is None else address.rsplit(":", 1)[0].strip("[]")
+    if address is None or host in LOOPBACK:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def start_ray(address: str | None) -> None:
     """Join the cluster at `address`, or start a private local one ("local": never
     attach by accident to a cluster someone started on this machine)."""
@@ -75,8 +96,11 @@ def start_ray(address: str | None) -> None:
         import study
         import trainables
         runtime_env = {"py_modules": [trainables, study, search_spaces, analysis]}
+    # A local cluster listens on the loopback address only: nothing of it is reachable
+    # from the network (the dashboard is off).
+    local = {"_node_ip_address": "127.0.0.1"} if address is None else {}
     ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
-             log_to_driver=False, configure_logging=True, runtime_env=runtime_env)
+             log_to_driver=False, configure_logging=True, runtime_env=runtime_env, **local)
 
 
 def total_trials(plan: SweepPlan) -> int:
@@ -89,14 +113,30 @@ def total_trials(plan: SweepPlan) -> int:
     return plan.num_samples
 
 
+def open_tracking(plan: SweepPlan, commit: str, command: str) -> dict:
+    """Create the study's MLflow experiment and the sweep's parent run, once, in the
+    driver; record their ids in mlflow.json for --resume."""
+    from study.mlflow_sink import start_parent_run
+    experiment_id, parent = start_parent_run(plan.mlflow_uri, plan.study, plan.name,
+                                             {"git_commit": commit, "command": command},
+                                             Path(plan.storage) / "mlartifacts")
+    state = {"experiment_id": experiment_id, "parent_run_id": parent}
+    (plan.sweep_dir / "mlflow.json").write_text(json.dumps(state))
+    return state
+
+
 def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int:
     """Run (or resume) the sweep; print the summary. Exit status 1 only if every trial failed."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # The objectives come only with a trial's final report, not with every epoch's.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # Save the experiment state (trials, searcher) every second rather than Tune's
+    # default of 10 s or more: a killed driver then loses at most a second of
+    # bookkeeping, and --resume neither repeats nor invents trials.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     from ray import tune
 
-    from study.mlflow_sink import MlflowSink, attach_folder, end_parent_run, start_parent_run
+    from study.mlflow_sink import MlflowSink, attach_folder, drop_orphan_runs, end_parent_run
     from study.parquet_sink import ParquetSink
     from study.progress import Progress
     from analysis.report import write_report
@@ -104,33 +144,38 @@ def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int
 
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)   # one line per trial is ours to print
-    start_ray(plan.address)
     if plan.resume:
+        start_ray(plan.address)
         state = json.loads((plan.sweep_dir / "mlflow.json").read_text())
         print(f"resuming {plan.name} in {plan.sweep_dir}", flush=True)
         tuner = tune.Tuner.restore(str(plan.sweep_dir), trainable=_trainable(plan),
                                    resume_unfinished=True, resume_errored=False)
+        tuner.fit()
     else:
         plan.save()
-        experiment_id, parent = start_parent_run(plan.mlflow_uri, plan.study, plan.name,
-                                                 {"git_commit": commit, "command": command},
-                                                 Path(plan.storage) / "mlartifacts")
-        state = {"experiment_id": experiment_id, "parent_run_id": parent}
-        (plan.sweep_dir / "mlflow.json").write_text(json.dumps(state))
-        provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
-        callbacks = [MlflowSink(plan.mlflow_uri, experiment_id, parent, provenance),
-                     ParquetSink(plan.results_dir, provenance),
-                     Progress(total_trials(plan), plan.objectives, plan.results_dir)]
-        print(f"sweep {plan.name}: {total_trials(plan)} trials of {plan.study} "
-              f"-> {plan.sweep_dir}", flush=True)
-        tuner = build_tuner(plan, callbacks)
-    tuner.fit()
+        with ThreadPoolExecutor(1) as pool:
+            # Creating a new store takes seconds; it overlaps Ray's and the first worker's
+            # start. The sink waits for it before its first write: no trial is logged early.
+            tracking = pool.submit(open_tracking, plan, commit, command)
+            start_ray(plan.address)
+            provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
+            callbacks = [MlflowSink(plan.mlflow_uri, tracking, provenance),
+                         ParquetSink(plan.results_dir, provenance),
+                         Progress(total_trials(plan), plan.objectives, plan.results_dir)]
+            print(f"sweep {plan.name}: {total_trials(plan)} trials of {plan.study} "
+                  f"-> {plan.sweep_dir}", flush=True)
+            build_tuner(plan, callbacks).fit()
+            state = tracking.result()
     ok = summarize_sweep(plan)
-    written = len(list(plan.results_dir.glob("trials/*.parquet")))
-    if written < total_trials(plan):              # interrupted (Ctrl-C): fit() returns normally
-        print(f"\ninterrupted after {written} of {total_trials(plan)} trials; continue with:\n"
+    written = {f.stem for f in plan.results_dir.glob("trials/*.parquet") if not f.name.startswith(".")}
+    if len(written) < total_trials(plan):         # interrupted (Ctrl-C): fit() returns normally
+        print(f"\ninterrupted after {len(written)} of {total_trials(plan)} trials; continue with:\n"
               f"  python -m study.sweep {plan.study} --resume {plan.name} --storage {plan.storage}")
         return 130
+    orphans = drop_orphan_runs(plan.mlflow_uri, state["experiment_id"], plan.name, written)
+    if orphans:
+        print(f"MLflow: deleted {len(orphans)} run(s) of trials lost with the killed driver "
+              f"({', '.join(orphans)}); the resumed search replaced them")
     if ok:
         report = write_report(plan.sweep_dir, plan.sweep_dir / "report").parent
         attach_folder(plan.mlflow_uri, state["parent_run_id"], report, "report")

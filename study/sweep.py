@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
     r.add_argument("--no-reuse-actors", action="store_true",
                    help="a fresh worker process per trial (default: workers keep imports and data)")
+    r.add_argument("--max-failures", type=int, default=1,
+                   help="retries of a failed trial, each from its last epoch's checkpoint (default 1)")
     r.add_argument("--address", help="auto or HOST:PORT: join an existing Ray cluster (default: start a local one)")
     o = p.add_argument_group("output")
     o.add_argument("--storage", default="runs", help="results folder (default ./runs)")
@@ -145,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = validate(args)
     except ValueError as e:
         parser.error(str(e))                      # one line, exit status 2
-    from study.runner import run_sweep           # lazy: Ray, Optuna and MLflow import slowly
+    from study.runner import loopback_only, run_sweep   # lazy: Ray, Optuna and MLflow import slowly
+    loopback_only(plan.address)                  # before Ray is imported
     command = " ".join(["python -m study.sweep", *(sys.argv[1:] if argv is None else argv)])
     return run_sweep(plan, git_commit(), versions(), command)
 

@@ -13,8 +13,38 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")    # Ray on 127.0.0.1 only (study.runner)
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+# Fault injection (trainables.faults): the rules file's path must be in the
+# environment before Ray starts, so that every worker inherits it; the `faults`
+# fixture writes the rules for one test and removes them after it.
+FAULTS_FILE = os.path.join(tempfile.mkdtemp(prefix="faults"), "rules.json")
+os.environ["STUDY_FAULTS"] = FAULTS_FILE
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def faults():
+    """faults(rules): arm trainables.faults for this test (see its docstring)."""
+    import glob
+    import json
+
+    def arm(rules: list[dict]) -> None:
+        with open(FAULTS_FILE, "w") as f:
+            json.dump(rules, f)
+    yield arm
+    for path in [FAULTS_FILE, *glob.glob(FAULTS_FILE + ".fired.*")]:
+        os.remove(path) if os.path.exists(path) else None
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ class PretrainOutcome:
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0              # optimisation only (no kNN monitor)
     images_seen: int = 0                    # train images (not views) through the loop
+    resumed_from_epoch: int = 0             # > 0: continued from a checkpoint of that epoch
 
 
 def _lr_lambda(cfg: TrialConfig, total_steps: int) -> Callable[[int], float]:
@@ -71,9 +72,34 @@ def knn_accuracy(encoder: nn.Module, data: TrainSet, cfg: TrialConfig) -> float:
     return float((pred == data.val_labels).float().mean())
 
 
+def training_state(objective: nn.Module, opt, sched, generator: torch.Generator, out: PretrainOutcome) -> dict:
+    """Everything the loop needs to continue exactly after out.epochs_completed epochs:
+    the weights and buffers (BN statistics, the KCL queue and momentum encoder), the
+    optimiser's momentum, the schedule's position and the one generator that draws
+    every permutation, augmentation and positive. Tensors, numbers, lists and dicts
+    only, so that torch.load(weights_only=True) reads it back."""
+    return {"epoch": out.epochs_completed, "objective": objective.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "generator": generator.get_state(), "history": out.history,
+            "train_seconds": out.train_seconds, "images_seen": out.images_seen}
+
+
+def _restore(state: dict, objective: nn.Module, opt, sched, generator: torch.Generator,
+             out: PretrainOutcome) -> None:
+    objective.load_state_dict(state["objective"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    out.history = list(state["history"])
+    out.epochs_completed = out.resumed_from_epoch = int(state["epoch"])
+    out.train_seconds, out.images_seen = float(state["train_seconds"]), int(state["images_seen"])
+
+
 def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: torch.Generator,
-             report: Callable[[dict], None] | None = None) -> PretrainOutcome:
-    """Train `objective` for cfg.optim.epochs epochs; call report(metrics) after each.
+             report: Callable[[dict, Callable[[], dict]], None] | None = None,
+             resume: dict | None = None) -> PretrainOutcome:
+    """Train `objective` for cfg.optim.epochs epochs; after each call
+    report(metrics, state), where state() returns the training_state to checkpoint.
+    resume: a training_state to continue from (the same config's).
 
     Batches are index slices of an on-device permutation of data.indices (the last
     partial batch is dropped); each view is a batched per-sample augmentation. Loss
@@ -90,8 +116,10 @@ def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: 
     opt = torch.optim.SGD(objective.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                           weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps * cfg.optim.epochs))
+    if resume is not None:
+        _restore(resume, objective, opt, sched, generator, out)
     objective.train()
-    for epoch in range(cfg.optim.epochs):
+    for epoch in range(out.epochs_completed, cfg.optim.epochs):
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         pos_sum = torch.zeros((), device=device)
@@ -125,5 +153,5 @@ def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: 
         out.history.append(metrics)
         out.epochs_completed = epoch + 1
         if report is not None:
-            report(metrics)
+            report(metrics, lambda: training_state(objective, opt, sched, generator, out))
     return out

@@ -1,6 +1,7 @@
 """The report on a small result set written through the sweep's own Parquet writer."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -111,3 +112,32 @@ def test_missing_or_empty_results_are_a_clear_error(tmp_path, capsys):
             main([str(target)])
         assert exit_.value.code == 2
         assert "no trial results under" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_ols_slope_and_t_quantile_match_hand_computed_values():
+    from analysis.tables import ols_slope, t_quantile
+    # x = 0, 1, 2; y = 0, 1, 3: slope 3/2, residuals 1/6, -1/3, 1/6, se = sqrt((1/6) / 1 / 2)
+    slope, se = ols_slope(np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 3.0]))
+    assert slope == pytest.approx(1.5) and se == pytest.approx(math.sqrt(1 / 12))
+    # one degree of freedom is the Cauchy distribution: quantile q is tan(pi (q - 1/2))
+    assert t_quantile(0.975, 1) == pytest.approx(math.tan(math.pi * 0.475))
+
+
+def test_a_half_written_results_file_is_reported_never_read(sweeps, tmp_path, capsys):
+    import shutil
+    copy_ = tmp_path / "fig2"
+    shutil.copytree(sweeps / "fig2", copy_)
+    files = sorted((copy_ / "results" / "trials").glob("*.parquet"))
+    whole = files[0].read_bytes()
+    files[0].write_bytes(whole[: len(whole) // 2])          # a crash mid-write, without the rename
+    with pytest.raises(ValueError, match=f"{files[0].name}: damaged results file"):
+        load_results(copy_)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(copy_)])
+    assert exit_.value.code == 2 and "damaged results file" in capsys.readouterr().err
+    # an atomic writer's leftover temporary file is not read, and it is reported
+    files[0].write_bytes(whole)
+    (files[0].parent / ".tmp-abc.parquet").write_bytes(whole[:100])
+    with pytest.warns(UserWarning, match="1 unfinished write"):
+        df = load_results(copy_)
+    assert len(df) == len(files)

@@ -41,11 +41,12 @@ def test_writing_a_trial_again_replaces_its_row(tmp_path, result):
     assert len(df) == 1 and df.iloc[0]["status"] == "ok"
 
 
-def test_a_leftover_temporary_file_is_ignored(tmp_path, result):
+def test_a_leftover_temporary_file_is_reported_and_not_read(tmp_path, result):
     sink = ParquetSink(tmp_path / "results", PROVENANCE)
     sink.write("t1", result["config"], result)
     (tmp_path / "results" / "trials" / ".tmp-crashed.parquet").write_bytes(b"PAR1 torn")
-    assert len(load_results(tmp_path)) == 1
+    with pytest.warns(UserWarning, match="unfinished write"):
+        assert len(load_results(tmp_path)) == 1
 
 
 def test_an_error_row_keeps_whatever_config_it_can(tmp_path):

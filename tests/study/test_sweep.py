@@ -190,3 +190,19 @@ def test_actor_reuse_does_not_change_the_numbers(ray_cluster, tmp_path):
         metrics.append(df[["loss.k", "loss.temperature", "lt/top1", "balanced/balancedness",
                            "pretrain/final_loss"]].to_numpy().tolist())
     assert metrics[0] == metrics[1]
+
+
+def test_runs_of_trials_without_a_row_are_dropped_after_a_resume(tmp_path):
+    # A killed driver may have opened a run for a trial it never saved; the resumed
+    # sweep replaces that trial, and its run must not outnumber the rows.
+    from mlflow.tracking import MlflowClient
+
+    from study.mlflow_sink import drop_orphan_runs, start_parent_run
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id, parent = start_parent_run(uri, "kpcl", "s", {}, tmp_path / "artifacts")
+    client = MlflowClient(uri)
+    for trial_id, sweep in (("a", "s"), ("b", "s"), ("lost", "s"), ("c", "other")):
+        client.create_run(experiment_id, tags={"mlflow.parentRunId": parent, "trial_id": trial_id, "sweep": sweep})
+    assert drop_orphan_runs(uri, experiment_id, "s", {"a", "b"}) == ["lost"]
+    active = {r.data.tags.get("trial_id") for r in client.search_runs([experiment_id])}
+    assert active == {"a", "b", "c", None}                     # None: the parent run

@@ -1,18 +1,12 @@
 """Every bad input exits 2 with a one-line message, before Ray starts and without writing."""
 
-import socket
+import os
 
 import pytest
+from conftest import free_port
 
 import study.runner
 from study.sweep import main
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 BAD = [
     (["nope"], "unknown study"),
@@ -36,6 +30,13 @@ BAD = [
     (["kpcl", "--dataset", "imagelist", "--data-root", "/nonexistent"], "takes its imbalance from its list"),
     (["kpcl", "--dataset", "cifar10", "--data-root", "/nonexistent", "--imbalance-levels", "10"],
      "cifar-10-batches-py"),
+    (["fig2", "--smoke", "--set", "loss.k=500"], "KCL would equal SupCon"),
+    (["kpcl", "--set", "loss.k=3"], "searched by this study"),
+    (["kpcl", "--set", "eval.sigma=0"], "eval.sigma"),
+    (["kpcl", "--set", "eval.sigma=-0.5"], "eval.sigma"),
+    (["kpcl", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
+    (["kpcl", "--max-failures", "-1"], "--max-failures"),
+    (["kpcl", "--set", "optim.lr"], "KEY=VALUE"),
 ]
 
 
@@ -46,12 +47,80 @@ def test_bad_input_exits_2_before_ray_and_writes_nothing(argv, words, tmp_path, 
 
     monkeypatch.setattr(study.runner, "run_sweep", never)
     storage = tmp_path / "runs"
-    argv = [a.replace("PORT", str(_free_port())) for a in argv]
+    argv = [a.replace("PORT", str(free_port())) for a in argv]
     with pytest.raises(SystemExit) as exit_:
         main([*argv, "--storage", str(storage)])
     assert exit_.value.code == 2
     assert words in capsys.readouterr().err.strip().splitlines()[-1]
     assert not storage.exists()
+
+
+def _imagelist(root, train_lines):
+    """A list-file dataset whose train list is `train_lines` (val and test lists valid)."""
+    from conftest import write_image
+    for split in ("val", "test"):
+        rows = []
+        for label in range(3):
+            write_image(root / split / f"{label}.png", label, label)
+            rows.append(f"{split}/{label}.png {label}")
+        (root / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    write_image(root / "train" / "ok.png", 0, 0)
+    (root / "train.txt").write_text("\n".join(train_lines) + "\n")
+    return ["kpcl", "--smoke", "--dataset", "imagelist", "--data-root", str(root), "--imbalance-levels", "1"]
+
+
+def _cifar(root, payload: bytes):
+    """CIFAR-10's folder with a data_batch_1 holding `payload`."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
+        (folder / name).write_bytes(payload)
+    return ["kpcl", "--smoke", "--dataset", "cifar10", "--data-root", str(root), "--imbalance-levels", "10"]
+
+
+class _Shell:
+    """Pickles to a call of os.system: what an unsafe unpickler would run."""
+    def __reduce__(self):
+        import os
+        return os.system, ("touch /tmp/pwned-by-cifar",)
+
+
+def _pickled(obj) -> bytes:
+    import pickle
+    return pickle.dumps(obj, protocol=2)
+
+
+BAD_DATA = {
+    "list line without a label": (lambda r: _imagelist(r, ["train/ok.png"]), "expected 'relative/path label'"),
+    "list label not a number": (lambda r: _imagelist(r, ["train/ok.png cat"]), "expected 'relative/path label'"),
+    "list path outside the image root": (lambda r: _imagelist(r, ["train/ok.png 0", "../../etc/passwd 1"]),
+                                         "outside the image root"),
+    "list absolute path": (lambda r: _imagelist(r, ["/etc/passwd 0"]), "outside the image root"),
+    "list image missing": (lambda r: _imagelist(r, ["train/ok.png 0", "train/gone.png 1"]), "does not exist"),
+    "list file not an image": (lambda r: (r / "train").mkdir(parents=True) or (r / "train" / "x.png").write_text(
+        "not an image") and _imagelist(r, ["train/x.png 0"]), "not a readable image"),
+    "list empty": (lambda r: _imagelist(r, ["", "  "]), "no images listed"),
+    "cifar batch truncated": (lambda r: _cifar(r, _pickled({b"data": b"", b"labels": []})[:20]),
+                              "not a CIFAR python batch"),
+    "cifar batch runs code when unpickled": (lambda r: _cifar(r, _pickled({b"data": _Shell(), b"labels": [0]})),
+                                             "refusing"),
+    "cifar folder empty": (lambda r: (r / "cifar-10-batches-py").mkdir(parents=True) or
+                           ["kpcl", "--smoke", "--dataset", "cifar10", "--data-root", str(r)], "missing data_batch_1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_data_exits_2_before_ray_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
+    make, words = BAD_DATA[case]
+    monkeypatch.setattr(study.runner, "run_sweep", lambda *a, **k: pytest.fail("the sweep started on bad data"))
+    argv = make(tmp_path / "data")
+    storage = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--storage", str(storage)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and words in err[-1], err[-1]
+    assert not storage.exists()
+    assert not os.path.exists("/tmp/pwned-by-cifar")
 
 
 def test_unwritable_storage_is_refused(tmp_path, capsys):

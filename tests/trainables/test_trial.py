@@ -20,7 +20,7 @@ def _smoke(**flat):
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
 def test_smoke_trial_of_every_loss_gives_complete_metrics_in_range(dataset, variant):
     epochs = []
-    result = run_trial(_smoke(**{"data.dataset": dataset, **variant}), report=epochs.append)
+    result = run_trial(_smoke(**{"data.dataset": dataset, **variant}), report=lambda metrics, state: epochs.append(metrics))
     assert result.status == "ok"
     assert [m["epoch"] for m in epochs] == [1, 2] and all(math.isfinite(m["loss"]) for m in epochs)
     assert all(0 <= m["knn_acc"] <= 1 for m in epochs)

@@ -1,0 +1,116 @@
+"""A real Ray cluster: `ray start --head` on 127.0.0.1 in its own process group, the
+sweep submitted to it with --address, the results checked, the cluster stopped."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from conftest import free_port
+
+from analysis.results import load_results
+
+
+def _wait_for_port(port: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"the Ray head did not open 127.0.0.1:{port} in {seconds} s")
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+def _descendants(pid: int) -> set[int]:
+    """pid and every process below it (from /proc: Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        found.add(p)
+        todo += children.get(p, [])
+    return found
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """The hex local addresses of the TCP sockets these processes listen on."""
+    inodes = set()
+    for pid in pids:
+        try:
+            links = [os.readlink(f) for f in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:          # 0A: LISTEN
+                found.append(cols[1].split(":")[0])
+    return found
+
+
+def test_the_local_ray_of_a_sweep_listens_on_loopback_only():
+    script = ("from study.runner import loopback_only, start_ray\n"
+              "loopback_only(None)\nstart_ray(None)\nimport ray\n"
+              "a = ray.remote(lambda: 1).remote(); ray.get(a)\nprint('ready', flush=True)\ninput()\n")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)          # the sweep's own code must set it
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(2)                                          # the agents open their ports
+        addresses = _listening(_descendants(proc.pid))
+        assert len(addresses) >= 3                             # GCS, raylet, workers: the scan sees them
+        assert set(addresses) <= LOOPBACK, addresses
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+
+
+def test_smoke_sweep_on_a_ray_start_cluster(tmp_path):
+    port = free_port()
+    # On 127.0.0.1 only: the head with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (see
+    # study.runner.loopback_only, which the sweep applies to a loopback --address).
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("STUDY_FAULTS", None)
+    temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")            # short: Ray's socket paths
+    ray = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}",
+                             "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false",
+                             f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port, 60)
+        assert set(_listening(_descendants(head.pid))) <= LOOPBACK
+        sweep = subprocess.run([sys.executable, "-m", "study.sweep", "kpcl", "--smoke", "--num-samples", "2",
+                                "--imbalance-levels", "10", "--address", f"127.0.0.1:{port}",
+                                "--storage", str(tmp_path), "--name", "c"],
+                               env=env, capture_output=True, text=True, timeout=300)
+        assert sweep.returncode == 0, sweep.stderr[-2000:]
+        df = load_results(tmp_path / "c")
+        assert len(df) == 2 and set(df["status"]) == {"ok"} and df["lt/top1"].between(0, 1).all()
+        assert (tmp_path / "c" / "report" / "report.md").exists()
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)                  # --block: the head stops its processes
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()

@@ -114,3 +114,35 @@ def test_smoke_sweep_on_a_ray_start_cluster(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+
+
+def test_smoke_sweep_logs_to_a_real_mlflow_server_on_loopback(ray_cluster, tmp_path):
+    # The many-writers setup of the README: a tracking server (here on 127.0.0.1, its
+    # own sqlite store and artifact folder), the sweep's driver its only writer.
+    from mlflow.tracking import MlflowClient
+
+    from study.sweep import main
+    port = free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port, 90)
+        assert set(_listening(_descendants(server.pid))) <= LOOPBACK
+        uri = f"http://127.0.0.1:{port}"
+        argv = ["kpcl", "--smoke", "--num-samples", "2", "--imbalance-levels", "10", "--mlflow-uri", uri,
+                "--storage", str(tmp_path / "runs"), "--name", "m"]
+        assert main(argv) == 0
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("kpcl").experiment_id])
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        rows = load_results(tmp_path / "runs" / "m")
+        assert {r.data.tags["trial_id"] for r in children} == set(rows["trial_id"])
+        assert all(r.data.metrics["lt/top1"] == rows.set_index("trial_id").loc[r.data.tags["trial_id"], "lt/top1"]
+                   for r in children)
+        assert not (tmp_path / "runs" / "mlflow.db").exists()       # nothing went to the default store
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -15,9 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import figures
+from analysis import figures, selection
 from analysis.results import load_results
-from analysis.tables import add_derived, frontier_members, level_table, ok_trials, sigma_ranking, slope_table
+from analysis.tables import (
+    add_derived,
+    frontier_members,
+    level_table,
+    ok_trials,
+    sigma_ranking,
+    slope_table,
+)
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
@@ -79,8 +86,13 @@ def write_report(paths, out: str | Path | None = None, sigmas=(0.1, 0.5, 1.0), p
     df = load_results(paths)
     out = Path(out) if out else paths[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
+    text = build_report(df, out, list(sigmas), probe)
+    if any(selection.has_selection(p) for p in paths):
+        parts = selection.report_sections(selection.load_selection(paths), out,
+                                          int(df["num_classes"].dropna().iloc[0]), markdown_table)
+        text += "\n" + "\n\n".join(parts) + "\n"
     path = out / "report.md"
-    path.write_text(build_report(df, out, list(sigmas), probe))
+    path.write_text(text)
     return path
 
 

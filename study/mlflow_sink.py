@@ -90,6 +90,9 @@ def final_metric_values(result: dict) -> dict[str, float]:
     for probe, metrics in result["probes"].items():
         out.update({f"{probe}/{m}": metrics[m] for m in SCALAR_PROBE_METRICS if metrics[m] == metrics[m]})
         out.update({f"{probe}/class_acc/{c:03d}": a for c, a in enumerate(metrics["per_class_acc"])})
+    for row in result.get("selection", []):
+        prefix = f"select/{row['strategy']}/{row['budget']}"
+        out.update({f"{prefix}/{m}": row[m] for m in ("top1", "balancedness", "entropy", "classes_covered")})
     out["wall_time_s"] = result["wall_time_s"]
     if result["pretrain"].get("images_per_s"):
         out["pretrain/images_per_s"] = result["pretrain"]["images_per_s"]

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.tune import Callback
 
-from study.records import HISTORY_SCHEMA, history_rows, results_schema, trial_row
+from study.records import HISTORY_SCHEMA, SELECTION_SCHEMA, history_rows, results_schema, selection_rows, trial_row
 from trainables.config import flat_keys
 
 TMP_PREFIX = ".tmp-"
@@ -75,6 +75,9 @@ class ParquetSink(Callback):
         history = history_rows(trial_id, result["history"] if result else seen)
         if history:
             write_atomic(_table(history, HISTORY_SCHEMA), self.results_dir / "history" / f"{trial_id}.parquet")
+        if result and result.get("selection"):
+            write_atomic(_table(selection_rows(trial_id, result["selection"]), SELECTION_SCHEMA),
+                         self.results_dir / "selection" / f"{trial_id}.parquet")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" in result:

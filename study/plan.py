@@ -133,6 +133,15 @@ def _check_k(study, cfg: TrialConfig, class_counts: list[int]) -> None:
                          f"imbalance {cfg.data.imbalance_ratio:g}: KCL would equal SupCon; pick k < {largest}")
 
 
+def _check_budgets(cfg: TrialConfig, class_counts: list[int]) -> None:
+    """A selection budget cannot exceed the long-tailed pool it selects from."""
+    pool = sum(class_counts)
+    too_big = [b for b in cfg.select.budget_list if b > pool]
+    if too_big:
+        raise ValueError(f"select.budgets {','.join(map(str, too_big))}: more than the {pool} images of the "
+                         f"long-tailed pool at imbalance {cfg.data.imbalance_ratio:g}")
+
+
 def build_plan(args, storage: Path, name: str) -> SweepPlan:
     """Resolve the command line into a plan; raise ValueError on anything invalid."""
     if args.resume:
@@ -175,16 +184,20 @@ def build_plan(args, storage: Path, name: str) -> SweepPlan:
     _check_not_searched(study, overrides)
     # Every trial's config must be valid at every level (or both ends of the range).
     for ratio in levels or list(ratio_range):
-        cfg = TrialConfig.from_flat({**base, "data.imbalance_ratio": ratio, "seed": args.seed})
-        _check_k(study, cfg, plan_data(cfg).class_counts)
+        for cell in study.cell_configs():
+            cfg = TrialConfig.from_flat({**base, **cell, "data.imbalance_ratio": ratio, "seed": args.seed})
+            counts = plan_data(cfg).class_counts
+            _check_k(study, cfg, counts)
+            _check_budgets(cfg, counts)
     storage_uri = f"sqlite:///{storage / 'mlflow.db'}"
     num_samples, seeds = args.num_samples or preset.num_samples, preset.seeds
     if study.space is None:
         seeds = args.num_samples or seeds             # a grid repeats over seeds
-    elif levels and num_samples % len(levels):
-        num_samples += len(levels) - num_samples % len(levels)   # even shares: round up
+    else:
+        shares = max(1, len(levels)) * len(study.cell_configs())
+        num_samples += -num_samples % shares                   # even shares: round up
     return SweepPlan(study=args.study, name=name, storage=str(storage), base=base, levels=levels,
-                     ratio_range=ratio_range, objectives=_objectives(args), scheduler=args.scheduler,
+                     ratio_range=ratio_range, objectives=study.objectives or _objectives(args), scheduler=args.scheduler,
                      num_samples=num_samples, seeds=seeds,
                      seed=args.seed, epochs=cfg.optim.epochs, cpus_per_trial=args.cpus_per_trial,
                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,

@@ -80,10 +80,10 @@ class Progress(Callback):
         self._ended(trial)
         result = final_result(trial)
         if result and result["status"] == "ok":
-            for key in self.objectives:
-                probe, metric = key.split("/")
-                value = result["probes"][probe][metric]
-                self.best[key] = max(self.best.get(key, value), value)
+            for key in self.objectives:          # the final report carries every objective
+                value = (trial.last_result or {}).get(key)
+                if value is not None:
+                    self.best[key] = max(self.best.get(key, value), value)
         self._print(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info):

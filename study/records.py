@@ -22,6 +22,10 @@ from trainables.trial import PROBES
 PRETRAIN_COLUMNS = {"pretrain/epochs_completed": pa.int64(), "pretrain/final_loss": pa.float64(),
                     "pretrain/final_knn_acc": pa.float64(), "pretrain/mean_positives": pa.float64(),
                     "pretrain/images_per_s": pa.float64(), "pretrain/resumed_from_epoch": pa.int64()}
+SELECTION_SCHEMA = pa.schema([("trial_id", pa.string()), ("strategy", pa.string()), ("budget", pa.int64()),
+                              ("classes_covered", pa.int64()), ("imbalance", pa.float64()),
+                              ("entropy", pa.float64()), ("top1", pa.float64()), ("balancedness", pa.float64()),
+                              ("worst_class_acc", pa.float64()), ("per_class_acc", pa.list_(pa.float64()))])
 HISTORY_SCHEMA = pa.schema([("trial_id", pa.string()), ("epoch", pa.int64()), ("loss", pa.float64()),
                             ("knn_acc", pa.float64()), ("lr", pa.float64()),
                             ("images_per_s", pa.float64()), ("mean_positives", pa.float64())])
@@ -83,6 +87,11 @@ def trial_row(trial_id: str, config: dict, result: dict | None, provenance: dict
         row.update({f"{probe}/{m}": metrics[m] for m in (*SCALAR_PROBE_METRICS, "per_class_acc")})
     row.update({col: result["pretrain"].get(col.split("/", 1)[1]) for col in PRETRAIN_COLUMNS})
     return row
+
+
+def selection_rows(trial_id: str, rows: list[dict]) -> list[dict]:
+    """The select study's rows of one trial (TrialResult.selection), keyed by trial id."""
+    return [{"trial_id": trial_id, **{n: row[n] for n in SELECTION_SCHEMA.names[1:]}} for row in rows]
 
 
 def history_rows(trial_id: str, epochs: list[dict]) -> list[dict]:

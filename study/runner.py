@@ -28,7 +28,8 @@ def build_tuner(plan: SweepPlan, callbacks: list):
         param_space["seed"] = tune.grid_search([plan.seed + i for i in range(plan.seeds)])
         num_samples = 1
     else:
-        search_alg = LevelSearch(study.space, plan.objectives, plan.levels, plan.seed, plan.ratio_range)
+        search_alg = LevelSearch(study.space, plan.objectives, plan.levels, plan.seed, plan.ratio_range,
+                                 study.cell_configs() if study.cells else None)
     scheduler = None
     if plan.scheduler == "asha":
         scheduler = ASHAScheduler(metric="knn_acc", mode="max", time_attr="epoch", max_t=plan.epochs,

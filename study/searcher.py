@@ -48,7 +48,7 @@ class LevelSearch(Searcher):
     """
 
     def __init__(self, space, metrics: list[str], levels: list[float], seed: int,
-                 ratio_range: tuple[float, float] | None = None):
+                 ratio_range: tuple[float, float] | None = None, cells: list[dict] | None = None):
         # metric=None: the objectives appear only in a trial's final report, and
         # Tune's strict check would otherwise demand them in every epoch's report.
         super().__init__(metric=None, mode=None)
@@ -56,8 +56,10 @@ class LevelSearch(Searcher):
             space = functools.partial(_space_with_ratio, space, *ratio_range)   # picklable, for resume
             levels = [None]
         self.metrics = list(metrics)
-        self.levels = list(levels)
-        self.searchers = [optuna_search(space, metrics, seed + i) for i in range(len(levels))]
+        # one search per (level, cell); with cells, round r of trials uses seed + r
+        self.seed, self.vary_seed = seed, cells is not None
+        self.levels = [(level, cell) for level in levels for cell in (cells or [{}])]
+        self.searchers = [optuna_search(space, metrics, seed + i) for i in range(len(self.levels))]
         self.level_of: dict[str, int] = {}
         self.started = 0
 
@@ -67,10 +69,14 @@ class LevelSearch(Searcher):
         if config is None or config is Searcher.FINISHED:
             return config
         self.level_of[trial_id] = i
+        level, cell = self.levels[i]
+        config = {**config, **cell}
+        if self.vary_seed:
+            config["seed"] = self.seed + self.started // len(self.levels)
         self.started += 1
-        if self.levels[i] is None:
+        if level is None:
             return config
-        return {**config, "data.imbalance_ratio": self.levels[i]}
+        return {**config, "data.imbalance_ratio": level}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.level_of:

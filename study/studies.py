@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from search_spaces import ce, cl, kpcl, supcon
+from search_spaces import ce, cl, kpcl, select, supcon
 from trainables.config import SMOKE
 
 
@@ -17,11 +17,23 @@ class Study:
     space: `space(trial) -> dict` searched by Optuna, or None for a grid study.
     grid: config key -> values, every combination run (grid studies only).
     base: flat config every trial starts from (the space's values override it).
+    cells: config key -> values (searched studies only): every combination gets an
+        equal share of the trials at every imbalance level, each level x cell its own
+        Optuna search; round r of the trials (one per level x cell) uses seed + r.
+    objectives: what Optuna maximises, if not the --objective/--probe choice.
     """
     description: str
     space: Callable | None = None
     grid: dict[str, list] = field(default_factory=dict)
     base: dict = field(default_factory=dict)
+    cells: dict[str, list] = field(default_factory=dict)
+    objectives: list[str] | None = None
+
+    def cell_configs(self) -> list[dict]:
+        """Every combination of the cells' values ([{}] without cells)."""
+        import itertools
+        keys = list(self.cells)
+        return [dict(zip(keys, values)) for values in itertools.product(*self.cells.values())]
 
 
 # Study setting: shapes, a fixed total of 2,000 train images so that the imbalance
@@ -34,6 +46,11 @@ STUDIES = {
     "cl": Study("SimCLR-style contrastive learning: temperature, imbalance ratio", cl.space, base=BASE),
     "supcon": Study("supervised contrastive learning: temperature, imbalance ratio", supcon.space, base=BASE),
     "ce": Study("cross-entropy: learning rate, weight decay, imbalance ratio", ce.space, base=BASE),
+    "select": Study("budgeted selection of images to label: encoders (simclr; ce and kcl as label-using "
+                    "references) x imbalance levels x seeds, every strategy at every budget; Optuna tunes "
+                    "probcover's delta and equalize's multiplier and link", select.space,
+                    base={**BASE, "select.budgets": "10,20,40,100"}, cells={"loss.name": ["simclr", "ce", "kcl"]},
+                    objectives=["select/probcover/top1", "select/equalize/top1"]),
     "fig2": Study("the paper's Figure 2 as a grid: losses (ce, simclr, kcl) x imbalance levels x seeds",
                   grid={"loss.name": ["ce", "simclr", "kcl"]}, base=BASE),
 }

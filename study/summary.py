@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.results import load_results
+from analysis.selection import has_selection, load_selection
 from analysis.tables import add_derived, frontier_members, ok_trials
 from study.plan import SweepPlan
 
@@ -26,11 +27,15 @@ def summarize_sweep(plan: SweepPlan) -> bool:
     counts = df["status"].value_counts().to_dict()
     print(f"\n{len(df)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     ok = add_derived(ok_trials(df))
-    if len(ok):
+    if len(ok) and set(plan.objectives) <= set(ok.columns):
         table = frontier_members(ok, plan.objectives, per_level=bool(plan.levels))
         print(f"\nPareto-optimal trials per imbalance level ({' and '.join(plan.objectives)}):")
         with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
             print(table.to_string(index=False))
+    if len(ok) and has_selection(plan.sweep_dir):
+        means = load_selection(plan.sweep_dir).groupby(["loss.name", "strategy"])[["entropy", "top1"]].mean()
+        print("\nselected sets, mean over budgets, levels and seeds (label entropy; probe top-1):")
+        print(means.unstack("loss.name").round(3).to_string())
     errors = df[df["status"] == "error"]
     for _, row in errors.head(5).iterrows():
         print(f"error in {row['trial_id']}: {row['error']}")

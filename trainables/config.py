@@ -174,6 +174,44 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class SelectConfig:
+    """The selection study (trainables.selection): with budgets set, a trial also
+    selects `budget` images from its long-tailed train pool (labels hidden) with
+    each strategy, and probes on the selected images only. Knobs: probcover's delta,
+    equalize's multiplier and link."""
+    budgets: str = ""           # comma-separated, e.g. "10,20,40,100"; empty: no selection
+    strategies: str = "all"     # comma-separated names, or "all"
+    delta: float = 0.6
+    multiplier: float = 4.0
+    link: float = 1.5
+
+    def __post_init__(self):
+        try:
+            budgets = self.budget_list
+        except ValueError:
+            budgets = [0]
+        _check(all(b >= 1 for b in budgets), "select.budgets", self.budgets,
+               "comma-separated positive integers, e.g. '10,20,40'")
+        from trainables.selection import STRATEGIES
+        _check(all(n in STRATEGIES for n in self.strategy_list), "select.strategies", self.strategies,
+               f"'all' or comma-separated names from {sorted(STRATEGIES)}")
+        _check(0 < self.delta <= 2, "select.delta", self.delta, "in (0, 2] (distances of unit vectors)")
+        _check(self.multiplier >= 1, "select.multiplier", self.multiplier, ">= 1")
+        _check(self.link > 0, "select.link", self.link, "> 0")
+
+    @property
+    def budget_list(self) -> list[int]:
+        return [int(b) for b in self.budgets.split(",") if b.strip()]
+
+    @property
+    def strategy_list(self) -> list[str]:
+        from trainables.selection import STRATEGIES
+        if self.strategies == "all":
+            return list(STRATEGIES)
+        return [n.strip() for n in self.strategies.split(",") if n.strip()]
+
+
+@dataclass(frozen=True)
 class TrialConfig:
     """Everything one trial needs. `seed` drives the head/tail order, the
     long-tailed draw, initialisation, batches and augmentation."""
@@ -183,6 +221,7 @@ class TrialConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     seed: int = 0
     device: str = "auto"        # "auto" = cuda when available, else cpu
 
@@ -252,6 +291,8 @@ class TrialConfig:
             inactive += ["loss.k", "loss.mode"]
         if loss.mode != "queue":
             inactive += ["loss.queue_size", "loss.momentum"]
+        if not self.select.budget_list:
+            inactive += ["select.strategies", "select.delta", "select.multiplier", "select.link"]
         if self.data.dataset == "imagelist":
             inactive += ["data.imbalance_ratio", "data.total"]
         else:

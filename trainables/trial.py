@@ -22,11 +22,12 @@ import torch
 
 from trainables.config import DATASET_PRESETS, SMOKE, TrialConfig
 from trainables.data import Splits, balanced_indices, load_splits, longtail_indices
-from trainables.metrics import per_class_accuracy, summarize
+from trainables.metrics import balancedness, per_class_accuracy, summarize
 from trainables.models import build_encoder
 from trainables.objectives import build_objective
 from trainables.pretrain import TrainSet, pretrain
 from trainables.probe import extract_features, fit_linear_probe, predict
+from trainables.selection import STRATEGIES, measures, select
 
 PROBES = ("lt", "balanced")   # long-tailed train set; balanced pool subset of the same size
 
@@ -44,6 +45,7 @@ class TrialResult:
     probes: dict[str, dict] = field(default_factory=dict)
     pretrain: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    selection: list[dict] = field(default_factory=list)   # the select study's rows (evaluate_selection)
     wall_time_s: float = 0.0
     device: str = "cpu"
     versions: dict = field(default_factory=dict)
@@ -92,13 +94,17 @@ def _train_set(plan: DataPlan, device: torch.device) -> TrainSet:
                     kind=s.kind, num_classes=s.num_classes)
 
 
-def _evaluate_probes(encoder, data: TrainSet, plan: DataPlan, cfg: TrialConfig,
-                     generator: torch.Generator) -> dict[str, dict]:
-    """Fit both probes on cached pool features; summarise each on the test set."""
+def _features(encoder, data: TrainSet, plan: DataPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frozen-encoder features of the whole pool [N, D] and of the test set [T, D],
+    and the test labels [T], on the training device."""
     pool = extract_features(encoder, data.images, data.mean, data.std)
     test_x = plan.splits.test_x.to(data.images.device)
-    test_y = plan.splits.test_y.to(data.images.device)
-    test = extract_features(encoder, test_x, data.mean, data.std)
+    return pool, extract_features(encoder, test_x, data.mean, data.std), plan.splits.test_y.to(pool.device)
+
+
+def _evaluate_probes(pool, test, test_y, data: TrainSet, plan: DataPlan, cfg: TrialConfig,
+                     generator: torch.Generator) -> dict[str, dict]:
+    """Fit both probes on cached pool features; summarise each on the test set."""
     train_sets = {"lt": (plan.lt_indices, cfg.probe.balanced_sampling),
                   "balanced": (plan.balanced_indices, False)}
     results = {}
@@ -109,6 +115,26 @@ def _evaluate_probes(encoder, data: TrainSet, plan: DataPlan, cfg: TrialConfig,
         acc = per_class_accuracy(predict(probe, test), test_y, data.num_classes)
         results[name] = summarize(acc, plan.class_counts, cfg.eval.sigma, cfg.group_rule)
     return results
+
+
+def evaluate_selection(pool, test, test_y, data: TrainSet, plan: DataPlan, cfg: TrialConfig,
+                       generator: torch.Generator) -> list[dict]:
+    """Each strategy x budget: select from the long-tailed train pool's features (no
+    labels), then reveal the selected labels: their balance (selection.measures), and
+    a linear probe trained on the selected images only, scored on the balanced test set."""
+    lt = plan.lt_indices.to(pool.device)
+    feats, labels = pool[lt], data.labels[lt]
+    rows = []
+    for budget in cfg.select.budget_list:
+        for name in cfg.select.strategy_list:
+            knobs = {k: getattr(cfg.select, k) for k in STRATEGIES[name].knobs}
+            idx = select(name, feats.cpu(), budget, cfg.seed, **knobs).to(pool.device)
+            probe = fit_linear_probe(feats[idx], labels[idx], data.num_classes, cfg.probe, generator)
+            acc = per_class_accuracy(predict(probe, test), test_y, data.num_classes)
+            rows.append({"strategy": name, "budget": budget, **measures(labels[idx].cpu(), data.num_classes),
+                         "top1": sum(acc) / len(acc), "balancedness": balancedness(acc, cfg.eval.sigma),
+                         "worst_class_acc": min(acc), "per_class_acc": acc})
+    return rows
 
 
 def _pretrain_summary(outcome, objective) -> dict:
@@ -156,7 +182,10 @@ def run_trial(cfg: TrialConfig, report: Callable[[dict, Callable[[], dict]], Non
                          versions={"torch": torch.__version__})
     if outcome.status == "ok":
         probe_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
-        result.probes = _evaluate_probes(objective.encoder, data, plan, cfg, probe_gen)
+        features = _features(objective.encoder, data, plan)
+        result.probes = _evaluate_probes(*features, data, plan, cfg, probe_gen)
+        if cfg.select.budget_list:
+            result.selection = evaluate_selection(*features, data, plan, cfg, probe_gen)
     result.wall_time_s = time.perf_counter() - start
     return result
 

@@ -31,6 +31,10 @@ def final_metrics(result: TrialResult) -> dict[str, float]:
     out = {f"{probe}/{name}": metrics[name]
            for probe, metrics in result.probes.items() for name in SCALAR_PROBE_METRICS
            if not (isinstance(metrics[name], float) and math.isnan(metrics[name]))}
+    # the select study's objectives: per strategy, the mean over budgets
+    for name in {row["strategy"] for row in result.selection}:
+        rows = [row for row in result.selection if row["strategy"] == name]
+        out.update({f"select/{name}/{m}": sum(r[m] for r in rows) / len(rows) for m in ("top1", "entropy")})
     out["wall_time_s"] = result.wall_time_s
     return out
 

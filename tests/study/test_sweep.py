@@ -206,3 +206,28 @@ def test_runs_of_trials_without_a_row_are_dropped_after_a_resume(tmp_path):
     assert drop_orphan_runs(uri, experiment_id, "s", {"a", "b"}) == ["lost"]
     active = {r.data.tags.get("trial_id") for r in client.search_runs([experiment_id])}
     assert active == {"a", "b", "c", None}                     # None: the parent run
+
+
+def test_select_smoke_sweep_writes_selection_rows_runs_and_the_report(ray_cluster, tmp_path):
+    from analysis.selection import load_selection
+    from trainables.selection import STRATEGIES
+    assert main(["select", "--smoke", "--storage", str(tmp_path), "--name", "sel"]) == 0
+    trials = load_results(tmp_path / "sel")
+    # 3 encoders x 2 imbalance levels, one round; Optuna set the strategies' knobs
+    assert len(trials) == 6 and set(trials["status"]) == {"ok"}
+    assert sorted(trials.groupby(["loss.name", "data.imbalance_ratio"]).size()) == [1] * 6
+    assert trials["select.delta"].between(0.2, 1.2).all() and trials["select.link"].between(0.5, 3).all()
+    rows = load_selection(tmp_path / "sel")
+    assert len(rows) == 6 * len(STRATEGIES) * 4                    # every strategy at every budget
+    assert set(rows["budget"]) == {10, 20, 40, 100}
+    assert (rows["classes_covered"] <= rows["budget"]).all() and rows["entropy"].between(0, 1).all()
+    # random ignores the features: the same pool and seed give the same selection for every encoder
+    random = rows[rows["strategy"] == "random"].groupby(["data.imbalance_ratio", "budget"])["classes_covered"]
+    assert (random.nunique() == 1).all()
+    _, _, children = _mlflow_runs(tmp_path, "select")
+    run = next(c for c in children if c.data.tags["trial_id"] == rows["trial_id"].iloc[0])
+    first = rows[rows["trial_id"] == rows["trial_id"].iloc[0]].set_index(["strategy", "budget"])
+    assert run.data.metrics["select/equalize/20/entropy"] == pytest.approx(first.loc[("equalize", 20), "entropy"])
+    report = (tmp_path / "sel" / "report" / "report.md").read_text()
+    assert "### Q1" in report and "### Q2" in report and "### Q3" in report
+    assert (tmp_path / "sel" / "report" / "selection_entropy.png").exists()

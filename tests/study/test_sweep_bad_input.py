@@ -37,6 +37,10 @@ BAD = [
     (["kpcl", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
     (["kpcl", "--max-failures", "-1"], "--max-failures"),
     (["kpcl", "--set", "optim.lr"], "KEY=VALUE"),
+    (["select", "--smoke", "--set", "select.budgets=10,100000"], "more than the"),
+    (["select", "--set", "select.budgets=ten"], "select.budgets"),
+    (["select", "--set", "select.delta=0.5"], "searched by this study"),
+    (["select", "--set", "select.strategies=random,oracle"], "select.strategies"),
 ]
 
 

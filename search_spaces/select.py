@@ -1,0 +1,11 @@
+"""The selection study: the strategies' own knobs (probcover's delta, equalize's
+multiplier and link), over the ranges trainables.selection declares."""
+
+from trainables.selection import STRATEGIES
+
+
+def space(trial) -> dict:
+    for strategy in STRATEGIES.values():
+        for knob, (low, high) in strategy.knobs.items():
+            trial.suggest_float(f"select.{knob}", low, high)
+    return {}

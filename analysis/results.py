@@ -19,7 +19,7 @@ def _trial_files(path: Path) -> list[Path]:
     or the trials folder itself. Temporary files of an interrupted write (".name")
     are not read; they are reported."""
     for candidate in (path / "results" / "trials", path / "trials", path):
-        if candidate.is_dir() and any(candidate.glob("*.parquet")):
+        if candidate.is_dir() and any(candidate.glob("[!.]*.parquet")):
             _warn_unfinished(candidate)
             return sorted(f for f in candidate.glob("*.parquet") if not f.name.startswith("."))
     raise FileNotFoundError(f"no trial results under {path} (expected results/trials/*.parquet)")
@@ -58,5 +58,5 @@ def load_results(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 
 def load_history(path: str | Path) -> pd.DataFrame:
     """Per-epoch metrics of every trial of one sweep (trial_id, epoch, loss, knn_acc, ...)."""
-    files = sorted(Path(path).glob("**/history/*.parquet"))
+    files = sorted(Path(path).glob("**/history/[!.]*.parquet"))     # not an interrupted write
     return pd.concat([read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()

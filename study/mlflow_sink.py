@@ -60,28 +60,33 @@ def attach_folder(uri: str, run_id: str, folder: Path, name: str) -> None:
     _client(uri).log_artifacts(run_id, str(folder), artifact_path=name)
 
 
-def drop_orphan_runs(uri: str, experiment_id: str, sweep: str, trial_ids: set[str]) -> list[str]:
+def drop_orphan_runs(uri: str, experiment_id: str, parent_run_id: str, trial_ids: set[str]) -> list[str]:
     """Delete the sweep's child runs whose trial has no results row; return their trial ids.
 
     Such a run belongs to a trial that a killed driver had started after its last
     saved experiment state: the resumed search never knew it and suggested another
     trial in its place. The run is tagged with the reason and soft-deleted (MLflow
-    keeps it, restorable), so that the sweep's runs match its rows.
+    keeps it, restorable), so that the sweep's runs match its rows. Only this
+    sweep's parent run's children are looked at (another sweep of the same name may
+    share a tracking server), and all pages are read before anything is deleted.
     """
-    client, orphans, token = _client(uri), [], None
+    client, runs, token = _client(uri), [], None
     while True:
-        page = client.search_runs([experiment_id], filter_string=f"tags.sweep = '{sweep}'",
+        page = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
                                   max_results=1000, page_token=token)
-        for run in page:
-            trial_id = run.data.tags.get("trial_id")
-            if trial_id is not None and trial_id not in trial_ids:
-                client.set_tag(run.info.run_id, "orphaned", "started by a driver that was killed before "
-                               "saving it; the resumed sweep replaced the trial")
-                client.delete_run(run.info.run_id)
-                orphans.append(trial_id)
+        runs += page
         token = page.token
         if not token:
-            return orphans
+            break
+    orphans = []
+    for run in runs:
+        trial_id = run.data.tags.get("trial_id")
+        if trial_id is not None and trial_id not in trial_ids:
+            client.set_tag(run.info.run_id, "orphaned", "started by a driver that was killed before saving it; "
+                           "the resumed sweep replaced the trial")
+            client.delete_run(run.info.run_id)
+            orphans.append(trial_id)
+    return orphans
 
 
 def final_metric_values(result: dict) -> dict[str, float]:

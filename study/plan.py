@@ -102,35 +102,53 @@ def _gpu_budget(args) -> bool:
     return torch.cuda.is_available()
 
 
-def searched_keys(study) -> set[str]:
-    """The config keys a study's search space samples (asked of a throwaway Optuna trial)."""
-    if study.space is None:
-        return set(study.grid)
+def _ask(study) -> tuple[set[str], dict]:
+    """(keys Optuna samples, constants the space returns), from a throwaway trial."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trial = optuna.create_study().ask()
-    study.space(trial)
-    return set(trial.params)
+    constants = study.space(trial)
+    return set(trial.params), constants
+
+
+def searched_keys(study) -> set[str]:
+    """Every config key the sweep sets per trial, whatever the base config says: the
+    space's samples and constants (or the grid), the cells, the level and the seed."""
+    keys = set(study.grid) if study.space is None else set().union(*_ask(study))
+    return keys | set(study.cells) | {"data.imbalance_ratio", "seed"}
 
 
 def _check_not_searched(study, overrides: dict) -> None:
-    """--set of a key the study searches would be silently overridden by the search."""
+    """--set of a key the sweep sets per trial would be silently overridden."""
     clash = sorted(set(overrides) & searched_keys(study))
     if clash:
-        raise ValueError(f"--set {', '.join(clash)}: searched by this study, so a fixed value would be "
-                         "ignored; pick a study that does not search it (e.g. fig2 or a grid of your own)")
+        raise ValueError(f"--set {', '.join(clash)}: set per trial by this study, so a fixed value would be "
+                         "ignored (levels: --imbalance-levels; seed: --seed; other knobs: a study that "
+                         "does not search them, e.g. fig2)")
+
+
+def _losses(study, cfg: TrialConfig) -> list[str]:
+    """The losses a study's trials train with: its grid's, its cells', its space's constant, or the base's."""
+    if "loss.name" in study.grid or "loss.name" in study.cells:
+        return study.grid.get("loss.name") or study.cells["loss.name"]
+    if study.space is not None:
+        return [_ask(study)[1].get("loss.name", cfg.loss.name)]
+    return [cfg.loss.name]
 
 
 def _check_k(study, cfg: TrialConfig, class_counts: list[int]) -> None:
-    """A fixed KCL k must be below the largest class's train count, or every class takes
-    all its images as positives and KCL is SupCon under another name."""
-    names = study.grid.get("loss.name", [cfg.loss.name])
-    if "kcl" not in names or "loss.k" in searched_keys(study):
+    """Batch-mode KCL with a fixed k at least 2n - 1 for the largest class (n train images)
+    always takes every same-label row of a two-view batch (at most 2n - 2 besides the
+    anchor's own view) as a positive: SupCon under another name. (Queue mode can
+    hold several keys of one image, so larger k can still matter there.)"""
+    if ("kcl" not in _losses(study, cfg) or cfg.loss.mode != "batch"
+            or "loss.k" in searched_keys(study)):
         return
-    largest = max(class_counts)
-    if cfg.loss.k >= largest:
-        raise ValueError(f"loss.k={cfg.loss.k} is not below the largest class's {largest} train images at "
-                         f"imbalance {cfg.data.imbalance_ratio:g}: KCL would equal SupCon; pick k < {largest}")
+    limit = 2 * max(class_counts) - 1
+    if cfg.loss.k >= limit:
+        raise ValueError(f"loss.k={cfg.loss.k} reaches every same-label row of a batch (largest class: "
+                         f"{max(class_counts)} train images at imbalance {cfg.data.imbalance_ratio:g}): "
+                         f"KCL would equal SupCon; pick k < {limit}")
 
 
 def _check_budgets(cfg: TrialConfig, class_counts: list[int]) -> None:

@@ -155,8 +155,8 @@ def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int
     else:
         plan.save()
         with ThreadPoolExecutor(1) as pool:
-            # Creating a new store takes seconds; it overlaps Ray's and the first worker's
-            # start. The sink waits for it before its first write: no trial is logged early.
+            # Creating a new store takes seconds; it overlaps Ray's start (Tune pickles the
+            # sink when it builds the Tuner, which waits for the store). No trial is logged early.
             tracking = pool.submit(open_tracking, plan, commit, command)
             start_ray(plan.address)
             provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
@@ -173,7 +173,7 @@ def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int
         print(f"\ninterrupted after {len(written)} of {total_trials(plan)} trials; continue with:\n"
               f"  python -m study.sweep {plan.study} --resume {plan.name} --storage {plan.storage}")
         return 130
-    orphans = drop_orphan_runs(plan.mlflow_uri, state["experiment_id"], plan.name, written)
+    orphans = drop_orphan_runs(plan.mlflow_uri, state["experiment_id"], state["parent_run_id"], written)
     if orphans:
         print(f"MLflow: deleted {len(orphans)} run(s) of trials lost with the killed driver "
               f"({', '.join(orphans)}); the resumed search replaced them")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -128,6 +129,9 @@ def validate(args: argparse.Namespace) -> SweepPlan:
     check_storage(storage)
     check_address(args.address)
     name = args.resume or args.name or f"{args.study}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        # a folder name and an MLflow tag value: no separators, spaces or quotes
+        raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
     if args.resume and not (storage / name / "sweep.json").exists():
         raise ValueError(f"--resume {name}: no sweep of that name in {storage}")
     if not args.resume and (storage / name).exists():

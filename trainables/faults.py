@@ -8,7 +8,8 @@ at every epoch: a list of rules
 A rule whose `when` items all equal the trial's config values fires after the
 report of that epoch or any later one (a trial retried from a later checkpoint
 meets it again, unless "once"): "kill" sends SIGKILL to the trial's own worker process (by its
-pid), "oom" asks the allocator for 32 TiB (a real out-of-memory error from torch),
+pid), "oom" asks the allocator for 1 PiB (more than a 47-bit address space holds,
+so it fails whatever the overcommit policy: a real out-of-memory error from torch),
 "raise" raises RuntimeError. With "once", a marker file beside the rules file
 records the firing, so the retried trial runs through. Without STUDY_FAULTS
 (every real run) this module does nothing.
@@ -43,7 +44,7 @@ def _fire(fault: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif fault == "oom":
         import torch
-        torch.empty(2 ** 45, dtype=torch.uint8)       # 32 TiB: the allocator refuses
+        torch.empty(2 ** 50, dtype=torch.uint8)       # 1 PiB: the allocator must refuse
     elif fault == "raise":
         raise RuntimeError("injected fault")
     else:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def test_the_local_ray_of_a_sweep_listens_on_loopback_only():
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)          # the sweep's own code must set it
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    watchdog = threading.Timer(180, lambda: os.killpg(proc.pid, signal.SIGKILL))   # never hang the suite
+    watchdog.start()
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(2)                                          # the agents open their ports
@@ -80,6 +83,7 @@ def test_the_local_ray_of_a_sweep_listens_on_loopback_only():
     finally:
         proc.stdin.close()
         proc.wait(timeout=60)
+        watchdog.cancel()
 
 
 def test_smoke_sweep_on_a_ray_start_cluster(tmp_path):
@@ -145,4 +149,8 @@ def test_smoke_sweep_logs_to_a_real_mlflow_server_on_loopback(ray_cluster, tmp_p
         assert not (tmp_path / "runs" / "mlflow.db").exists()       # nothing went to the default store
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

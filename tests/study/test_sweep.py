@@ -201,11 +201,12 @@ def test_runs_of_trials_without_a_row_are_dropped_after_a_resume(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment_id, parent = start_parent_run(uri, "kpcl", "s", {}, tmp_path / "artifacts")
     client = MlflowClient(uri)
-    for trial_id, sweep in (("a", "s"), ("b", "s"), ("lost", "s"), ("c", "other")):
-        client.create_run(experiment_id, tags={"mlflow.parentRunId": parent, "trial_id": trial_id, "sweep": sweep})
-    assert drop_orphan_runs(uri, experiment_id, "s", {"a", "b"}) == ["lost"]
+    _, other = start_parent_run(uri, "kpcl", "s", {}, tmp_path / "artifacts")   # same name, another storage
+    for trial_id, under in (("a", parent), ("b", parent), ("lost", parent), ("c", other)):
+        client.create_run(experiment_id, tags={"mlflow.parentRunId": under, "trial_id": trial_id, "sweep": "s"})
+    assert drop_orphan_runs(uri, experiment_id, parent, {"a", "b"}) == ["lost"]
     active = {r.data.tags.get("trial_id") for r in client.search_runs([experiment_id])}
-    assert active == {"a", "b", "c", None}                     # None: the parent run
+    assert active == {"a", "b", "c", None}                     # None: the parent runs
 
 
 def test_select_smoke_sweep_writes_selection_rows_runs_and_the_report(ray_cluster, tmp_path):

@@ -6,6 +6,7 @@ import pytest
 from conftest import free_port
 
 import study.runner
+import study.runner as study_runner
 from study.sweep import main
 
 BAD = [
@@ -31,7 +32,10 @@ BAD = [
     (["kpcl", "--dataset", "cifar10", "--data-root", "/nonexistent", "--imbalance-levels", "10"],
      "cifar-10-batches-py"),
     (["fig2", "--smoke", "--set", "loss.k=500"], "KCL would equal SupCon"),
-    (["kpcl", "--set", "loss.k=3"], "searched by this study"),
+    (["kpcl", "--set", "loss.k=3"], "set per trial by this study"),
+    (["kpcl", "--set", "loss.name=supcon"], "set per trial by this study"),
+    (["fig2", "--set", "data.imbalance_ratio=50"], "set per trial by this study"),
+    (["kpcl", "--name", "it's"], "--name"),
     (["kpcl", "--set", "eval.sigma=0"], "eval.sigma"),
     (["kpcl", "--set", "eval.sigma=-0.5"], "eval.sigma"),
     (["kpcl", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
@@ -39,7 +43,7 @@ BAD = [
     (["kpcl", "--set", "optim.lr"], "KEY=VALUE"),
     (["select", "--smoke", "--set", "select.budgets=10,100000"], "more than the"),
     (["select", "--set", "select.budgets=ten"], "select.budgets"),
-    (["select", "--set", "select.delta=0.5"], "searched by this study"),
+    (["select", "--set", "select.delta=0.5"], "set per trial by this study"),
     (["select", "--set", "select.strategies=random,oracle"], "select.strategies"),
 ]
 
@@ -140,3 +144,12 @@ def test_list_shows_every_study(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in out] == list(STUDIES)
+
+
+@pytest.mark.parametrize("study", ["ce", "cl", "supcon"])
+def test_small_classes_are_fine_for_losses_without_k(study, tmp_path, monkeypatch):
+    # the KCL k check applies to studies that train KCL, not to every study
+    monkeypatch.setattr(study_runner, "run_sweep", lambda *a, **k: 0)
+    argv = [study, "--smoke", "--set", "data.train_per_class=6", "--imbalance-levels", "1",
+            "--storage", str(tmp_path)]
+    assert main(argv) == 0

@@ -1,5 +1,5 @@
-"""The selection study: the strategies' own knobs (probcover's delta, equalize's
-multiplier and link), over the ranges trainables.selection declares."""
+"""The selection study: the strategies' own knobs (probcover's delta, spread's
+multiplier), over the ranges trainables.selection declares."""
 
 from trainables.selection import STRATEGIES
 

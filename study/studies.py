@@ -48,9 +48,9 @@ STUDIES = {
     "ce": Study("cross-entropy: learning rate, weight decay, imbalance ratio", ce.space, base=BASE),
     "select": Study("budgeted selection of images to label: encoders (simclr; ce and kcl as label-using "
                     "references) x imbalance levels x seeds, every strategy at every budget; Optuna tunes "
-                    "probcover's delta and equalize's multiplier and link", select.space,
+                    "probcover's delta and spread's multiplier", select.space,
                     base={**BASE, "select.budgets": "10,20,40,100"}, cells={"loss.name": ["simclr", "ce", "kcl"]},
-                    objectives=["select/probcover/top1", "select/equalize/top1"]),
+                    objectives=["select/probcover/top1", "select/spread/top1"]),
     "fig2": Study("the paper's Figure 2 as a grid: losses (ce, simclr, kcl) x imbalance levels x seeds",
                   grid={"loss.name": ["ce", "simclr", "kcl"]}, base=BASE),
 }

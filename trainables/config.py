@@ -178,12 +178,11 @@ class SelectConfig:
     """The selection study (trainables.selection): with budgets set, a trial also
     selects `budget` images from its long-tailed train pool (labels hidden) with
     each strategy, and probes on the selected images only. Knobs: probcover's delta,
-    equalize's multiplier and link."""
+    spread's multiplier."""
     budgets: str = ""           # comma-separated, e.g. "10,20,40,100"; empty: no selection
     strategies: str = "all"     # comma-separated names, or "all"
     delta: float = 0.6
     multiplier: float = 4.0
-    link: float = 1.5
 
     def __post_init__(self):
         try:
@@ -197,7 +196,6 @@ class SelectConfig:
                f"'all' or comma-separated names from {sorted(STRATEGIES)}")
         _check(0 < self.delta <= 2, "select.delta", self.delta, "in (0, 2] (distances of unit vectors)")
         _check(self.multiplier >= 1, "select.multiplier", self.multiplier, ">= 1")
-        _check(self.link > 0, "select.link", self.link, "> 0")
 
     @property
     def budget_list(self) -> list[int]:
@@ -292,7 +290,7 @@ class TrialConfig:
         if loss.mode != "queue":
             inactive += ["loss.queue_size", "loss.momentum"]
         if not self.select.budget_list:
-            inactive += ["select.strategies", "select.delta", "select.multiplier", "select.link"]
+            inactive += ["select.strategies", "select.delta", "select.multiplier"]
         if self.data.dataset == "imagelist":
             inactive += ["data.imbalance_ratio", "data.total"]
         else:

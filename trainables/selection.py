@@ -17,8 +17,8 @@ selection, by `measures`. Distances are Euclidean between L2-normalised features
                cluster (Hacohen et al., ICML 2022, "Active learning on a budget")
     probcover  greedy maximum coverage of balls of radius delta: repeatedly the image
                whose ball covers most uncovered images (Yehuda et al., NeurIPS 2022)
-    equalize   this harness's own: over-cluster, merge clusters into modes, give every
-               mode an equal share of the budget (see `equalize`)
+    spread     this harness's own: over-cluster, then farthest-first over the centroids,
+               each chosen cluster's most typical image (see `spread_select`)
 """
 
 from __future__ import annotations
@@ -129,58 +129,33 @@ def probcover_select(features: torch.Tensor, budget: int, seed: int, delta: floa
     return torch.cat([torch.tensor(out, dtype=torch.long), fill])
 
 
-def _modes(centroids: torch.Tensor, link: float) -> torch.Tensor:
-    """Group clusters into modes: connected components of the graph linking two
-    centroids closer than `link` x the median nearest-centroid distance. [M] ids."""
-    d = torch.cdist(centroids, centroids).fill_diagonal_(math.inf)
-    adjacent = d < link * d.min(1).values.median()
-    mode = torch.arange(len(centroids))
-    for _ in range(len(centroids)):                  # min-label propagation to a fixed point
-        spread = torch.where(adjacent, mode[None, :], len(mode)).min(1).values.minimum(mode)
-        if torch.equal(spread, mode):
-            break
-        mode = spread
-    return torch.unique(mode, return_inverse=True)[1]
-
-
-def equalize_select(features: torch.Tensor, budget: int, seed: int, multiplier: float = 4.0,
-                    link: float = 1.5) -> torch.Tensor:
-    """Class balance without labels: equal budget per mode of the feature density.
+def spread_select(features: torch.Tensor, budget: int, seed: int, multiplier: float = 4.0) -> torch.Tensor:
+    """Class balance without labels: spread the budget over the feature space, not its mass.
 
     Random selection takes each class in proportion to its size, so a long-tailed
     pool gives a long-tailed labeled set; one pick per k-means cluster (kmeans,
-    typiclust) is better, but k-means spends clusters where the mass is, so head
-    classes still get several clusters each. Here the pool is over-clustered into
-    M = ceil(multiplier x B) clusters; clusters whose centroids are close (below
-    link x the median nearest-centroid distance) are merged into modes, which in a
-    balanced feature space approximate classes however many images each holds.
-    The budget is then dealt round-robin over the modes, largest mode first in each
-    round, and within a mode over its clusters, largest first, taking each cluster's
-    most typical image. The number of modes is found, never given; with fewer
-    images than modes, the largest modes are served first.
+    typiclust) still follows the mass, because k-means spends its clusters where the
+    images are, and head classes get several each. Here the pool is over-clustered
+    into M = ceil(multiplier x B) clusters, which gives a tail class's few images a
+    centroid of their own, and B centroids are chosen by farthest-first traversal
+    (start at the largest cluster, then repeatedly the centroid farthest from all
+    chosen ones): a head class's many adjacent centroids are passed over once one
+    of them is chosen, while an isolated tail centroid is taken early. Each chosen
+    cluster contributes its most typical image (typiclust's measure). Centroids,
+    not images, are traversed, so a single outlier image cannot draw a pick; the
+    multiplier trades tail resolution (large) against such noise (small).
     """
     x = F.normalize(features.float(), dim=1)
     m = min(len(x), max(budget, math.ceil(multiplier * budget)))
     centroids, assign = kmeans(x, m, seed)
-    mode = _modes(centroids, link)
-    sizes = torch.bincount(assign, minlength=m)
-    queues = []                                       # per mode: its clusters, largest first
-    for g in torch.bincount(mode).argsort(descending=True, stable=True).tolist():
-        clusters = (mode == g).nonzero().flatten()
-        queues.append(clusters[sizes[clusters].argsort(descending=True, stable=True)].tolist())
-    picks, taken = [], torch.zeros(len(x), dtype=torch.bool)
-    while len(picks) < budget:
-        for queue in queues:
-            if len(picks) == budget or not queue:
-                continue
-            cluster = queue.pop(0)
-            members = ((assign == cluster) & ~taken).nonzero().flatten()
-            i = int(members[typicality(x[members]).argmax()])
-            picks.append(i)
-            taken[i] = True
-            if (assign == cluster).logical_and(~taken).any():
-                queue.append(cluster)                 # a later round may take its next image
-    return torch.tensor(picks, dtype=torch.long)
+    distance = torch.cdist(centroids, centroids)
+    order = [int(torch.bincount(assign, minlength=m).argmax())]
+    nearest = distance[order[0]].clone()                  # each centroid's distance to the chosen set
+    while len(order) < budget:
+        nearest[order] = -1
+        order.append(int(nearest.argmax()))
+        nearest = torch.minimum(nearest, distance[order[-1]])
+    return torch.tensor(_most_typical(x, assign, order, knn=20), dtype=torch.long)
 
 
 @dataclass(frozen=True)
@@ -194,7 +169,7 @@ STRATEGIES = {
     "kmeans": Strategy(kmeans_select, {}),
     "typiclust": Strategy(typiclust_select, {}),
     "probcover": Strategy(probcover_select, {"delta": (0.2, 1.2)}),
-    "equalize": Strategy(equalize_select, {"multiplier": (1.0, 8.0), "link": (0.5, 3.0)}),
+    "spread": Strategy(spread_select, {"multiplier": (1.0, 8.0)}),
 }
 
 

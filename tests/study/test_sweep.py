@@ -217,7 +217,7 @@ def test_select_smoke_sweep_writes_selection_rows_runs_and_the_report(ray_cluste
     # 3 encoders x 2 imbalance levels, one round; Optuna set the strategies' knobs
     assert len(trials) == 6 and set(trials["status"]) == {"ok"}
     assert sorted(trials.groupby(["loss.name", "data.imbalance_ratio"]).size()) == [1] * 6
-    assert trials["select.delta"].between(0.2, 1.2).all() and trials["select.link"].between(0.5, 3).all()
+    assert trials["select.delta"].between(0.2, 1.2).all() and trials["select.multiplier"].between(1, 8).all()
     rows = load_selection(tmp_path / "sel")
     assert len(rows) == 6 * len(STRATEGIES) * 4                    # every strategy at every budget
     assert set(rows["budget"]) == {10, 20, 40, 100}
@@ -228,7 +228,7 @@ def test_select_smoke_sweep_writes_selection_rows_runs_and_the_report(ray_cluste
     _, _, children = _mlflow_runs(tmp_path, "select")
     run = next(c for c in children if c.data.tags["trial_id"] == rows["trial_id"].iloc[0])
     first = rows[rows["trial_id"] == rows["trial_id"].iloc[0]].set_index(["strategy", "budget"])
-    assert run.data.metrics["select/equalize/20/entropy"] == pytest.approx(first.loc[("equalize", 20), "entropy"])
+    assert run.data.metrics["select/spread/20/entropy"] == pytest.approx(first.loc[("spread", 20), "entropy"])
     report = (tmp_path / "sel" / "report" / "report.md").read_text()
     assert "### Q1" in report and "### Q2" in report and "### Q3" in report
     assert (tmp_path / "sel" / "report" / "selection_entropy.png").exists()

@@ -30,7 +30,8 @@ def test_counts_best_values_and_eta(tmp_path):
     for t in (a, b, c):
         progress.on_trial_start(0, [a, b, c], t)
     clock.now = 10.0
-    a.update_last_result({"trial_result": '{"status": "ok", "probes": {"lt": {"top1": 0.7}}}'})
+    # the adapter's final report: the objectives flattened, and the whole result as JSON
+    a.update_last_result({"lt/top1": 0.7, "trial_result": '{"status": "ok", "probes": {"lt": {"top1": 0.7}}}'})
     progress.on_trial_complete(0, [a, b, c], a)
     clock.now = 30.0
     progress.on_trial_error(0, [a, b, c], b)

@@ -58,5 +58,7 @@ def load_results(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 
 def load_history(path: str | Path) -> pd.DataFrame:
     """Per-epoch metrics of every trial of one sweep (trial_id, epoch, loss, knn_acc, ...)."""
-    files = sorted(Path(path).glob("**/history/[!.]*.parquet"))     # not an interrupted write
+    path = Path(path)
+    folder = next((f for f in (path / "results" / "history", path / "history") if f.is_dir()), None)
+    files = sorted(folder.glob("[!.]*.parquet")) if folder else []    # not an interrupted write
     return pd.concat([read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()

@@ -126,6 +126,25 @@ def open_tracking(plan: SweepPlan, commit: str, command: str) -> dict:
     return state
 
 
+def set_aside_unknown_rows(plan: SweepPlan, known: set[str]) -> None:
+    """Move the rows of trials the experiment does not know to results/orphaned/.
+
+    A trial that started and finished between two saves of the experiment state,
+    and was then lost with a killed driver, has written its row; the resumed search
+    never knew it and ran another trial in its place. Its files are kept, beside
+    the results rather than in them, so that rows match the sweep's trials."""
+    rows = [f for f in plan.results_dir.glob("trials/[!.]*.parquet") if f.stem not in known]
+    for row in rows:
+        for kind in ("trials", "history", "selection"):
+            path = plan.results_dir / kind / f"{row.stem}.parquet"
+            if path.exists():
+                (plan.results_dir / "orphaned" / kind).mkdir(parents=True, exist_ok=True)
+                path.rename(plan.results_dir / "orphaned" / kind / path.name)
+    if rows:
+        print(f"set aside {len(rows)} row(s) of trials lost with the killed driver and replaced by the "
+              f"resumed search: {plan.results_dir / 'orphaned'}")
+
+
 def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int:
     """Run (or resume) the sweep; print the summary. Exit status 1 only if every trial failed."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -151,7 +170,7 @@ def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int
         print(f"resuming {plan.name} in {plan.sweep_dir}", flush=True)
         tuner = tune.Tuner.restore(str(plan.sweep_dir), trainable=_trainable(plan),
                                    resume_unfinished=True, resume_errored=False)
-        tuner.fit()
+        grid = tuner.fit()
     else:
         plan.save()
         with ThreadPoolExecutor(1) as pool:
@@ -165,8 +184,9 @@ def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int
                          Progress(total_trials(plan), plan.objectives, plan.results_dir)]
             print(f"sweep {plan.name}: {total_trials(plan)} trials of {plan.study} "
                   f"-> {plan.sweep_dir}", flush=True)
-            build_tuner(plan, callbacks).fit()
+            grid = build_tuner(plan, callbacks).fit()
             state = tracking.result()
+    set_aside_unknown_rows(plan, {Path(r.path).name.removeprefix("trial_") for r in grid})
     ok = summarize_sweep(plan)
     written = {f.stem for f in plan.results_dir.glob("trials/*.parquet") if not f.name.startswith(".")}
     if len(written) < total_trials(plan):         # interrupted (Ctrl-C): fit() returns normally

@@ -89,6 +89,11 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_a_trial(ray_cluster
     assert main(["kpcl", "--resume", "r", "--storage", str(tmp_path)]) == 0
     after = load_results(tmp_path / "r")
     assert len(after) == 6 and after["trial_id"].is_unique and set(after["status"]) == {"ok"}
+    # a trial that started and finished between two state saves is unknown to the resumed
+    # experiment, which ran another in its place: its row is set aside, not lost
+    orphaned = {f.stem for f in (tmp_path / "r" / "results" / "orphaned" / "trials").glob("*.parquet")}
+    assert orphaned <= set(before["trial_id"]) and len(orphaned) <= 1
+    before = before[~before["trial_id"].isin(orphaned)]
     kept = after.set_index("trial_id").loc[before["trial_id"], "lt/top1"]
     assert kept.tolist() == before["lt/top1"].tolist()
     _, parents, children = _mlflow_runs(tmp_path, "kpcl")

@@ -232,3 +232,18 @@ def test_select_smoke_sweep_writes_selection_rows_runs_and_the_report(ray_cluste
     report = (tmp_path / "sel" / "report" / "report.md").read_text()
     assert "### Q1" in report and "### Q2" in report and "### Q3" in report
     assert (tmp_path / "sel" / "report" / "selection_entropy.png").exists()
+
+
+def test_rows_of_trials_the_experiment_does_not_know_are_set_aside_not_lost(tmp_path):
+    from study.plan import SweepPlan
+    from study.runner import set_aside_unknown_rows
+    plan = SweepPlan(study="kpcl", name="s", storage=str(tmp_path), base={})
+    for kind, ids in (("trials", "ab"), ("history", "ab"), ("selection", "b")):
+        (plan.results_dir / kind).mkdir(parents=True)
+        for trial_id in ids:
+            (plan.results_dir / kind / f"{trial_id}.parquet").write_bytes(b"x")
+    set_aside_unknown_rows(plan, known={"a"})
+    assert sorted(f.name for f in (plan.results_dir / "trials").iterdir()) == ["a.parquet"]
+    assert sorted(str(f.relative_to(plan.results_dir / "orphaned")) for f in
+                  (plan.results_dir / "orphaned").rglob("*.parquet")) == [
+        "history/b.parquet", "selection/b.parquet", "trials/b.parquet"]

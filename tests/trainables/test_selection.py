@@ -28,7 +28,8 @@ def test_every_strategy_returns_budget_distinct_indices_deterministically(name):
         assert a.dtype == torch.long and len(a) == budget and len(set(a.tolist())) == budget
         assert 0 <= int(a.min()) and int(a.max()) < len(x)
         assert torch.equal(a, select(name, x, budget, seed=3))
-    assert not torch.equal(select(name, x, 10, seed=3), select(name, x, 10, seed=4)) or name != "random"
+    if name == "random":                                   # the seed is really used
+        assert not torch.equal(select(name, x, 10, seed=3), select(name, x, 10, seed=4))
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))

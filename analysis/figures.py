@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.frontier import pareto_front  # noqa: E402
+from trainables import names  # noqa: E402
 
 LOSS_COLOURS = {"ce": "tab:blue", "simclr": "tab:orange", "supcon": "tab:green", "kcl": "tab:red"}
 PROBE_NAMES = {"lt": "long-tailed probe", "balanced": "balanced probe"}
@@ -29,7 +30,7 @@ def _colour(loss: str) -> str:
     return LOSS_COLOURS.get(loss, "tab:gray")
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -46,7 +47,7 @@ def figure2(df: pd.DataFrame, out: Path, sigma: float) -> Path:
                                                ("balancedness", f"balancedness p(V), sigma={sigma:g}"))):
             ax = axes[row, col]
             for loss, group in df.groupby("loss.name"):
-                stats = group.groupby("data.imbalance_ratio")[f"{probe}/{metric}"].agg(["mean", "std"])
+                stats = group.groupby("data.imbalance_ratio")[names.probe_metric(probe, metric)].agg(["mean", "std"])
                 x, mean, std = stats.index.to_numpy(), stats["mean"].to_numpy(), stats["std"].fillna(0).to_numpy()
                 ax.plot(x, mean, "o-", color=_colour(loss), label=loss)
                 ax.fill_between(x, mean - std, mean + std, color=_colour(loss), alpha=0.2)
@@ -58,7 +59,7 @@ def figure2(df: pd.DataFrame, out: Path, sigma: float) -> Path:
                 ax.set_xlabel(RATIO_LABEL)
     axes[0, 0].legend(title="loss")
     fig.suptitle("Accuracy and balancedness against imbalance (mean, band = +-1 std over trials)")
-    return _save(fig, out / "figure2.png")
+    return save_figure(fig, out / "figure2.png")
 
 
 def tradeoff(df: pd.DataFrame, out: Path, probe: str, sigma: float) -> Path:
@@ -66,7 +67,7 @@ def tradeoff(df: pd.DataFrame, out: Path, probe: str, sigma: float) -> Path:
     one panel per imbalance level."""
     levels = sorted(df["data.imbalance_ratio"].unique())
     fig, axes = plt.subplots(1, len(levels), figsize=(4.5 * len(levels), 4.2), squeeze=False)
-    cols = [f"{probe}/top1", f"{probe}/balancedness"]
+    cols = names.sweep_objectives(probe, "multi")          # top-1, p(V)
     for ax, ratio in zip(axes[0], levels):
         level = df[df["data.imbalance_ratio"] == ratio]
         for loss, group in level.groupby("loss.name"):
@@ -79,7 +80,7 @@ def tradeoff(df: pd.DataFrame, out: Path, probe: str, sigma: float) -> Path:
         ax.grid(alpha=0.3)
     axes[0, 0].legend(title="loss (line: Pareto front)")
     fig.suptitle("Accuracy-balancedness trade-off per imbalance level")
-    return _save(fig, out / "tradeoff.png")
+    return save_figure(fig, out / "tradeoff.png")
 
 
 def kcl_knobs(df: pd.DataFrame, out: Path, probe: str, sigma: float) -> Path | None:
@@ -94,7 +95,7 @@ def kcl_knobs(df: pd.DataFrame, out: Path, probe: str, sigma: float) -> Path | N
         for row, (metric, ylabel) in enumerate((("top1", "top-1 accuracy (fraction)"),
                                                 ("balancedness", f"balancedness p(V), sigma={sigma:g}"))):
             ax = axes[row, col]
-            points = ax.scatter(kcl[knob], kcl[f"{probe}/{metric}"], c=ratios, cmap="viridis")
+            points = ax.scatter(kcl[knob], kcl[names.probe_metric(probe, metric)], c=ratios, cmap="viridis")
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())   # crowded otherwise
             ax.set_xlabel(label)
@@ -115,7 +116,7 @@ def head_tail(df: pd.DataFrame, out: Path, probe: str) -> Path:
     bins = np.geomspace(max(counts_all.min(), 1), counts_all.max() * 1.001, 8)
     for loss, group in df.groupby("loss.name"):
         counts = np.concatenate([np.asarray(c) for c in group["class_counts"]])
-        accs = np.concatenate([np.asarray(a) for a in group[f"{probe}/per_class_acc"]])
+        accs = np.concatenate([np.asarray(a) for a in group[names.probe_metric(probe, names.PER_CLASS)]])
         ax.scatter(counts, accs, s=8, alpha=0.25, color=_colour(loss))
         which = np.digitize(counts, bins)
         centres = [np.sqrt(bins[i - 1] * bins[i]) for i in range(1, len(bins)) if (which == i).any()]
@@ -127,4 +128,4 @@ def head_tail(df: pd.DataFrame, out: Path, probe: str) -> Path:
     ax.set_title("Head and tail: class accuracy against class frequency")
     ax.grid(alpha=0.3)
     ax.legend(title="loss (line: binned mean)")
-    return _save(fig, out / "head_tail.png")
+    return save_figure(fig, out / "head_tail.png")

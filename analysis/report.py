@@ -17,6 +17,7 @@ import pandas as pd
 
 from analysis import figures, selection
 from analysis.results import load_results
+from trainables import names
 from analysis.tables import (
     add_derived,
     frontier_members,
@@ -60,7 +61,7 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
         f"## Per loss and imbalance level: {figures.PROBE_NAMES['balanced' if probe == 'lt' else 'lt']}",
         markdown_table(level_table(ok, "balanced" if probe == "lt" else "lt")),
         "## Frontier members (Pareto-optimal in top-1 and p(V) within their loss and level)",
-        markdown_table(frontier_members(ok, [f"{probe}/top1", f"{probe}/balancedness"])),
+        markdown_table(frontier_members(ok, names.sweep_objectives(probe, "multi"))),
         "## Does balancedness depend on the imbalance?",
         "Least-squares slope of p(V) against log10(imbalance ratio), 95% confidence interval "
         "(t distribution), for both probes: the balanced probe's slope is the features' own, "

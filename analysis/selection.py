@@ -17,9 +17,11 @@ import pandas as pd
 
 from analysis.results import load_results, read_parquet
 from analysis.tables import ols_slope, t_quantile
+from trainables import names
 
-TRIAL_COLUMNS = ["trial_id", "status", "loss.name", "data.imbalance_ratio", "seed", "lt/top1", "lt/balancedness",
-                 "balanced/balancedness"]
+LT_TOP1, LT_BALANCE = names.sweep_objectives("lt", "multi")
+TRIAL_COLUMNS = ["trial_id", names.STATUS, "loss.name", "data.imbalance_ratio", "seed", LT_TOP1, LT_BALANCE,
+                 names.probe_metric("balanced", "balancedness")]
 METRICS = ["classes_covered", "entropy", "imbalance", "top1", "balancedness"]
 
 
@@ -120,7 +122,7 @@ def small_budget(df: pd.DataFrame, num_classes: int) -> pd.DataFrame:
 def figure(df: pd.DataFrame, out: Path, measure: str, label: str) -> Path:
     """`measure` against the budget, one panel per encoder, a line per strategy
     (mean over imbalance levels and seeds, 95% CI as error bars)."""
-    from analysis.figures import _save, plt
+    from analysis.figures import plt, save_figure
     encoders = sorted(df["loss.name"].unique())
     fig, axes = plt.subplots(1, len(encoders), figsize=(4.2 * len(encoders), 3.4), sharey=True, squeeze=False)
     for ax, loss in zip(axes[0], encoders):
@@ -134,7 +136,7 @@ def figure(df: pd.DataFrame, out: Path, measure: str, label: str) -> Path:
         ax.set_xlabel("budget (images labeled, log scale)")
     axes[0][0].set_ylabel(label)
     axes[0][-1].legend(fontsize=8)
-    return _save(fig, out / f"selection_{measure}.png")
+    return save_figure(fig, out / f"selection_{measure}.png")
 
 
 def _cells(table: pd.DataFrame) -> tuple[int, int, int]:
@@ -193,9 +195,9 @@ def _q2(df, markdown_table) -> list[str]:
                          f"indistinguishable for {tied}.")
             parts.append(markdown_table(d))
     if "kcl" in encoders:
-        enc = df.drop_duplicates("trial_id").groupby("loss.name")[["lt/balancedness", "lt/top1"]].mean()
+        enc = df.drop_duplicates("trial_id").groupby("loss.name")[[LT_BALANCE, LT_TOP1]].mean()
         parts.append("The encoders' own balancedness and top-1 (long-tailed probe, mean over trials): "
-                     + ", ".join(f"{loss} p(V) {r['lt/balancedness']:.3f}, top-1 {r['lt/top1']:.3f}"
+                     + ", ".join(f"{loss} p(V) {r[LT_BALANCE]:.3f}, top-1 {r[LT_TOP1]:.3f}"
                                  for loss, r in enc.iterrows()) + ".")
     return parts
 

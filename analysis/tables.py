@@ -15,13 +15,26 @@ import numpy as np
 import pandas as pd
 
 from analysis.frontier import fronts_by
-from trainables.metrics import balancedness
+from trainables import names
 
 KNOBS = ("loss.k", "loss.temperature", "optim.lr", "optim.weight_decay", "seed")
 
 
+def balancedness(per_class_acc, sigma: float = 0.1) -> float:
+    """p(V) = 1/C^2 * sum_{i,j} exp(-(a_i - a_j)^2 / sigma), in numpy: the same formula as
+    trainables.metrics.balancedness (a test checks they agree), without importing torch.
+
+    per_class_acc: C accuracies as fractions; sigma > 0."""
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    a = np.asarray(per_class_acc, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("balancedness needs at least one class accuracy")
+    return float(np.exp(-np.square(a[:, None] - a[None, :]) / sigma).mean())
+
+
 def ok_trials(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "ok"].copy()
+    return df[df[names.STATUS] == "ok"].copy()
 
 
 def add_derived(df: pd.DataFrame, probes=("lt", "balanced"), sigmas=()) -> pd.DataFrame:
@@ -36,24 +49,25 @@ def add_derived(df: pd.DataFrame, probes=("lt", "balanced"), sigmas=()) -> pd.Da
                 for c in out["class_counts"]]
     out["data.imbalance_ratio"] = out["data.imbalance_ratio"].fillna(pd.Series(realized, index=out.index))
     for probe in probes:
-        accs = out[f"{probe}/per_class_acc"]
-        out[f"{probe}/acc_cv"] = [np.std(a) / np.mean(a) if np.mean(a) > 0 else math.nan for a in accs]
+        accs = out[names.probe_metric(probe, names.PER_CLASS)]
+        out[names.probe_metric(probe, "acc_cv")] = [np.std(a) / np.mean(a) if np.mean(a) > 0 else math.nan
+                                                    for a in accs]
         for sigma in sigmas:
-            out[f"{probe}/balancedness@{sigma:g}"] = [balancedness(list(a), sigma) for a in accs]
+            out[names.balancedness_at(probe, sigma)] = [balancedness(a, sigma) for a in accs]
     return out
 
 
 def level_table(df: pd.DataFrame, probe: str = "lt") -> pd.DataFrame:
     """Per loss and imbalance level: trials, mean and std of top-1, mean many / medium /
     few, mean p(V) and mean CV of the class accuracies."""
-    p = f"{probe}/"
+    def mean(metric):
+        return grouped[names.probe_metric(probe, metric)].mean()
     grouped = df.groupby(["loss.name", "data.imbalance_ratio"])
     table = pd.DataFrame({
         "trials": grouped.size(),
-        "top1": grouped[p + "top1"].mean(), "top1 std": grouped[p + "top1"].std(ddof=1),
-        "many": grouped[p + "many"].mean(), "medium": grouped[p + "medium"].mean(),
-        "few": grouped[p + "few"].mean(),
-        "p(V)": grouped[p + "balancedness"].mean(), "CV": grouped[p + "acc_cv"].mean(),
+        "top1": mean("top1"), "top1 std": grouped[names.probe_metric(probe, "top1")].std(ddof=1),
+        "many": mean("many"), "medium": mean("medium"), "few": mean("few"),
+        "p(V)": mean("balancedness"), "CV": mean("acc_cv"),
     })
     return table.reset_index().rename(columns={"loss.name": "loss", "data.imbalance_ratio": "ratio"})
 
@@ -68,9 +82,9 @@ def frontier_members(df: pd.DataFrame, objectives: list[str], per_level: bool = 
     by = ["loss.name", "data.imbalance_ratio"] if per_level else ["loss.name"]
     front = df[fronts_by(df, objectives, by)]
     knobs = [k for k in KNOBS if df[k].nunique() > 1]
-    probe = objectives[0].split("/")[0]
-    extra = [f"{probe}/{m}" for m in ("top1", "balancedness", "few", "acc_cv")
-             if f"{probe}/{m}" in df and f"{probe}/{m}" not in objectives]
+    probe = names.probe_of(objectives[0])         # None for the select study's objectives
+    shown = [names.probe_metric(probe, m) for m in ("top1", "balancedness", "few", "acc_cv")] if probe else []
+    extra = [c for c in shown if c in df and c not in objectives]
     columns = ["loss.name", "data.imbalance_ratio", *knobs, *objectives, *extra, "trial_id"]
     return front[columns].sort_values(["loss.name", "data.imbalance_ratio", objectives[0]],
                                       ascending=[True, True, False])
@@ -103,7 +117,7 @@ def slope_table(df: pd.DataFrame, probe: str = "lt", level: float = 0.95) -> pd.
     rows = []
     for loss, group in df.groupby("loss.name"):
         x = np.log10(group["data.imbalance_ratio"].to_numpy(dtype=float))
-        y = group[f"{probe}/balancedness"].to_numpy(dtype=float)
+        y = group[names.probe_metric(probe, "balancedness")].to_numpy(dtype=float)
         n = len(x)
         if n < 3 or np.ptp(x) == 0:
             rows.append({"loss": loss, "trials": n, "slope": math.nan, "ci low": math.nan,
@@ -126,7 +140,7 @@ def sigma_ranking(df: pd.DataFrame, sigmas, probe: str = "lt") -> tuple[pd.DataF
     for ratio, group in df.groupby("data.imbalance_ratio"):
         rankings = []
         for sigma in sigmas:
-            means = group.groupby("loss.name")[f"{probe}/balancedness@{sigma:g}"].mean()
+            means = group.groupby("loss.name")[names.balancedness_at(probe, sigma)].mean()
             ranking = " > ".join(means.sort_values(ascending=False, kind="stable").index)
             rankings.append(ranking)
             rows.append({"ratio": ratio, "sigma": sigma, "ranking by p(V)": ranking})

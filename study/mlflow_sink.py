@@ -2,9 +2,10 @@
 
 One experiment per study; one parent run per sweep (tags: study, sweep, git
 commit, command line); one child run per trial with the active config as params,
-per-epoch metrics with their step, and the final metrics: per probe top-1,
-many/medium/few, balancedness, class-accuracy std, worst class, and one
-"<probe>/class_acc/NNN" metric per class. A failed trial's run ends FAILED with
+per-epoch metrics with their step, and the final metrics of
+`trainables.names.final_metrics` (per probe top-1, many/medium/few, p(V), std,
+worst class, one "<probe>/class_acc/NNN" per class; the selection's measures;
+the pretraining summary; wall time), the same that the Parquet row holds. A failed trial's run ends FAILED with
 the error as a tag. Child runs carry a `trial_id` tag, so a resumed sweep finds
 and reuses them instead of opening duplicates.
 """
@@ -18,10 +19,8 @@ from pathlib import Path
 from ray.tune import Callback
 
 from study.parquet_sink import error_message, final_result
-from study.records import _config_columns
-from trainables.tune_adapter import SCALAR_PROBE_METRICS
-
-EPOCH_METRICS = ("loss", "knn_acc", "lr", "images_per_s", "mean_positives")
+from study.records import config_columns
+from trainables import names
 
 
 def _client(uri: str):
@@ -89,21 +88,6 @@ def drop_orphan_runs(uri: str, experiment_id: str, parent_run_id: str, trial_ids
     return orphans
 
 
-def final_metric_values(result: dict) -> dict[str, float]:
-    """Final metrics of a TrialResult dict, MLflow keys -> values (NaN groups left out)."""
-    out = {}
-    for probe, metrics in result["probes"].items():
-        out.update({f"{probe}/{m}": metrics[m] for m in SCALAR_PROBE_METRICS if metrics[m] == metrics[m]})
-        out.update({f"{probe}/class_acc/{c:03d}": a for c, a in enumerate(metrics["per_class_acc"])})
-    for row in result.get("selection", []):
-        prefix = f"select/{row['strategy']}/{row['budget']}"
-        out.update({f"{prefix}/{m}": row[m] for m in ("top1", "balancedness", "entropy", "classes_covered")})
-    out["wall_time_s"] = result["wall_time_s"]
-    if result["pretrain"].get("images_per_s"):
-        out["pretrain/images_per_s"] = result["pretrain"]["images_per_s"]
-    return out
-
-
 class MlflowSink(Callback):
     """Driver-side Tune callback writing one child run per trial under the parent run."""
 
@@ -157,7 +141,7 @@ class MlflowSink(Callback):
                 "mlflow.parentRunId": self.parent_run_id, "trial_id": trial.trial_id,
                 "study": self.study, "sweep": self.sweep, **self.provenance_tags})
             run_id = run.info.run_id
-            self._log(run_id, params={k: v for k, v in _config_columns(trial.config).items() if v is not None})
+            self._log(run_id, params={k: v for k, v in config_columns(trial.config).items() if v is not None})
         self.runs[trial.trial_id] = run_id
         return run_id
 
@@ -176,16 +160,16 @@ class MlflowSink(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         # The final report also carries the last epoch's metrics (the adapter holds them back).
-        if "epoch" in result:
-            self._log(self._run_id(trial), {k: result[k] for k in EPOCH_METRICS if k in result},
-                      step=int(result["epoch"]))
+        if names.EPOCH in result:
+            self._log(self._run_id(trial), {k: result[k] for k in names.EPOCH_METRICS if k in result},
+                      step=int(result[names.EPOCH]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id, result = self._run_id(trial), final_result(trial)
         if result is None:
             self._log(run_id, tags={"status": "stopped"})
         else:
-            self._log(run_id, final_metric_values(result), step=result["pretrain"]["epochs_completed"],
+            self._log(run_id, names.final_metrics(result), step=result["pretrain"]["epochs_completed"],
                       tags={"status": result["status"], "device": result["device"]})
         self.client.set_terminated(run_id, "FINISHED")
 

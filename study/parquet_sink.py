@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from ray.tune import Callback
 
 from study.records import HISTORY_SCHEMA, SELECTION_SCHEMA, history_rows, results_schema, selection_rows, trial_row
+from trainables import names
 from trainables.config import flat_keys
 
 TMP_PREFIX = ".tmp-"
@@ -80,8 +81,8 @@ class ParquetSink(Callback):
                          self.results_dir / "selection" / f"{trial_id}.parquet")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" in result:
-            self.epochs.setdefault(trial.trial_id, {})[int(result["epoch"])] = result
+        if names.EPOCH in result:
+            self.epochs.setdefault(trial.trial_id, {})[int(result[names.EPOCH])] = result
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         # No final result: the scheduler (ASHA) stopped the trial after some epoch.
@@ -94,7 +95,7 @@ class ParquetSink(Callback):
 def final_result(trial) -> dict | None:
     """The TrialResult dict a finished trial reported last, or None."""
     last = trial.last_result or {}
-    return json.loads(last["trial_result"]) if "trial_result" in last else None
+    return json.loads(last[names.RESULT_PAYLOAD]) if names.RESULT_PAYLOAD in last else None
 
 
 def error_message(trial) -> str:

@@ -15,20 +15,16 @@ import typing
 
 import pyarrow as pa
 
+from trainables import names
 from trainables.config import TrialConfig, flat_keys
-from trainables.tune_adapter import SCALAR_PROBE_METRICS
-from trainables.trial import PROBES
+from trainables.selection import STRATEGIES
 
-PRETRAIN_COLUMNS = {"pretrain/epochs_completed": pa.int64(), "pretrain/final_loss": pa.float64(),
-                    "pretrain/final_knn_acc": pa.float64(), "pretrain/mean_positives": pa.float64(),
-                    "pretrain/images_per_s": pa.float64(), "pretrain/resumed_from_epoch": pa.int64()}
+_ARROW = {int: pa.int64(), float: pa.float64()}
 SELECTION_SCHEMA = pa.schema([("trial_id", pa.string()), ("strategy", pa.string()), ("budget", pa.int64()),
-                              ("classes_covered", pa.int64()), ("imbalance", pa.float64()),
-                              ("entropy", pa.float64()), ("top1", pa.float64()), ("balancedness", pa.float64()),
-                              ("worst_class_acc", pa.float64()), ("per_class_acc", pa.list_(pa.float64()))])
-HISTORY_SCHEMA = pa.schema([("trial_id", pa.string()), ("epoch", pa.int64()), ("loss", pa.float64()),
-                            ("knn_acc", pa.float64()), ("lr", pa.float64()),
-                            ("images_per_s", pa.float64()), ("mean_positives", pa.float64())])
+                              *[(m, _ARROW[t]) for m, t in names.SELECTION_MEASURES.items()],
+                              (names.PER_CLASS, pa.list_(pa.float64()))])
+HISTORY_SCHEMA = pa.schema([("trial_id", pa.string()), (names.EPOCH, pa.int64()),
+                            *[(m, pa.float64()) for m in names.EPOCH_METRICS]])
 
 
 def _config_type(key: str) -> pa.DataType:
@@ -43,19 +39,22 @@ def _config_type(key: str) -> pa.DataType:
 
 def results_schema() -> pa.Schema:
     fields = [("trial_id", pa.string()), ("study", pa.string()), ("sweep", pa.string()),
-              ("status", pa.string()), ("error", pa.string()),
-              ("wall_time_s", pa.float64()), ("device_used", pa.string()), ("git_commit", pa.string()),
+              (names.STATUS, pa.string()), ("error", pa.string()),
+              (names.WALL_TIME, pa.float64()), ("device_used", pa.string()), ("git_commit", pa.string()),
               ("versions", pa.string()), ("num_classes", pa.int64()),
               ("class_counts", pa.list_(pa.int64())), ("class_order", pa.list_(pa.int64()))]
     fields += [(key, _config_type(key)) for key in flat_keys()]
-    for probe in PROBES:
-        fields += [(f"{probe}/{m}", pa.float64()) for m in SCALAR_PROBE_METRICS]
-        fields.append((f"{probe}/per_class_acc", pa.list_(pa.float64())))
-    fields += list(PRETRAIN_COLUMNS.items())
+    for probe in names.PROBES:
+        fields += [(name, pa.float64()) for name in names.probe_columns(probe)]
+        fields.append((names.probe_metric(probe, names.PER_CLASS), pa.list_(pa.float64())))
+    fields += [(names.pretrain_column(n), _ARROW[t]) for n, t in names.PRETRAIN_SUMMARY.items()]
+    # the select study's objectives (mean over budgets), so that its frontier can be read from rows
+    fields += [(names.select_objective(s, m), pa.float64())
+               for s in STRATEGIES for m in names.SELECT_OBJECTIVE_MEASURES]
     return pa.schema(fields)
 
 
-def _config_columns(config: dict) -> dict:
+def config_columns(config: dict) -> dict:
     """The resolved, active-only config; a config that does not even parse keeps its raw values."""
     try:
         return TrialConfig.from_flat(config).to_flat(active_only=True)
@@ -77,15 +76,15 @@ def trial_row(trial_id: str, config: dict, result: dict | None, provenance: dict
     row = {"trial_id": trial_id, "study": provenance["study"], "sweep": provenance["sweep"],
            "git_commit": provenance["git_commit"], "versions": json.dumps(versions),
            "status": status if result is None else result["status"], "error": error,
-           **_config_columns(config)}           # includes "seed"
+           **config_columns(config)}           # includes "seed"
     if result is None:
         return row
-    row.update(wall_time_s=result["wall_time_s"], device_used=result["device"],
-               num_classes=result["num_classes"], class_counts=result["class_counts"],
-               class_order=result["class_order"])
+    row.update(device_used=result["device"], num_classes=result["num_classes"],
+               class_counts=result["class_counts"], class_order=result["class_order"])
+    # the scalars exactly as the other sinks get them; lists beside them
+    row.update(names.final_metrics(result))
     for probe, metrics in result["probes"].items():
-        row.update({f"{probe}/{m}": metrics[m] for m in (*SCALAR_PROBE_METRICS, "per_class_acc")})
-    row.update({col: result["pretrain"].get(col.split("/", 1)[1]) for col in PRETRAIN_COLUMNS})
+        row[names.probe_metric(probe, names.PER_CLASS)] = metrics[names.PER_CLASS]
     return row
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from study.plan import SweepPlan
 from study.studies import STUDIES
+from trainables import names
 
 
 def build_tuner(plan: SweepPlan, callbacks: list):
@@ -32,7 +33,7 @@ def build_tuner(plan: SweepPlan, callbacks: list):
                                  study.cell_configs() if study.cells else None)
     scheduler = None
     if plan.scheduler == "asha":
-        scheduler = ASHAScheduler(metric="knn_acc", mode="max", time_attr="epoch", max_t=plan.epochs,
+        scheduler = ASHAScheduler(metric=names.KNN_ACC, mode="max", time_attr=names.EPOCH, max_t=plan.epochs,
                                   grace_period=max(1, plan.epochs // 4))
     return tune.Tuner(
         _trainable(plan), param_space=param_space,

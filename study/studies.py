@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from search_spaces import ce, cl, kpcl, select, supcon
+from trainables import names
 from trainables.config import SMOKE
 
 
@@ -50,7 +51,8 @@ STUDIES = {
                     "references) x imbalance levels x seeds, every strategy at every budget; Optuna tunes "
                     "probcover's delta and spread's multiplier", select.space,
                     base={**BASE, "select.budgets": "10,20,40,100"}, cells={"loss.name": ["simclr", "ce", "kcl"]},
-                    objectives=["select/probcover/top1", "select/spread/top1"]),
+                    objectives=[names.select_objective("probcover", "top1"),
+                                names.select_objective("spread", "top1")]),
     "fig2": Study("the paper's Figure 2 as a grid: losses (ce, simclr, kcl) x imbalance levels x seeds",
                   grid={"loss.name": ["ce", "simclr", "kcl"]}, base=BASE),
 }

@@ -9,12 +9,25 @@ from analysis.results import load_results
 from analysis.selection import has_selection, load_selection
 from analysis.tables import add_derived, frontier_members, ok_trials
 from study.plan import SweepPlan
+from trainables import names
 
 
 def mlflow_ui_command(uri: str) -> str:
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser (the MLflow server's own UI)"
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+def _print_frontier(ok: pd.DataFrame, plan: SweepPlan) -> None:
+    """The Pareto-optimal trials of the sweep's own objectives, per level (and loss)."""
+    missing = sorted(set(plan.objectives) - set(ok.columns))
+    if missing:      # a schema that lost an objective column: say so, never skip quietly
+        print(f"\nno frontier: the results have no column {', '.join(missing)}")
+        return
+    table = frontier_members(ok, plan.objectives, per_level=bool(plan.levels))
+    print(f"\nPareto-optimal trials per imbalance level ({' and '.join(plan.objectives)}):")
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
+        print(table.to_string(index=False))
 
 
 def summarize_sweep(plan: SweepPlan) -> bool:
@@ -27,14 +40,12 @@ def summarize_sweep(plan: SweepPlan) -> bool:
     counts = df["status"].value_counts().to_dict()
     print(f"\n{len(df)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     ok = add_derived(ok_trials(df))
-    if len(ok) and set(plan.objectives) <= set(ok.columns):
-        table = frontier_members(ok, plan.objectives, per_level=bool(plan.levels))
-        print(f"\nPareto-optimal trials per imbalance level ({' and '.join(plan.objectives)}):")
-        with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
-            print(table.to_string(index=False))
+    if len(ok):
+        _print_frontier(ok, plan)
     if len(ok) and has_selection(plan.sweep_dir):
-        means = load_selection(plan.sweep_dir).groupby(["loss.name", "strategy"])[["entropy", "top1"]].mean()
-        print("\nselected sets, mean over budgets, levels and seeds (label entropy; probe top-1):")
+        measures = list(names.SELECT_OBJECTIVE_MEASURES)
+        means = load_selection(plan.sweep_dir).groupby(["loss.name", "strategy"])[measures].mean()
+        print("\nselected sets, mean over budgets, levels and seeds (probe top-1; label entropy):")
         print(means.unstack("loss.name").round(3).to_string())
     errors = df[df["status"] == "error"]
     for _, row in errors.head(5).iterrows():

@@ -1,4 +1,5 @@
-"""Test-session set-up shared by every package's tests.
+"""Test-session set-up and the fixtures shared by every package's tests (plain helpers
+live in tests/fixtures.py).
 
 Ray starts once per session (a real local cluster, 2 CPUs, its own short temp
 dir); tests that need it take the `ray_cluster` fixture.
@@ -10,6 +11,7 @@ import tempfile
 
 import numpy as np
 import pytest
+from fixtures import COUNTS, write_image
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -23,14 +25,6 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # fixture writes the rules for one test and removes them after it.
 FAULTS_FILE = os.path.join(tempfile.mkdtemp(prefix="faults"), "rules.json")
 os.environ["STUDY_FAULTS"] = FAULTS_FILE
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
@@ -95,17 +89,6 @@ def cifar_root(tmp_path_factory):
         labels = rng.permutation(np.repeat(np.arange(100), per))
         _write_batch(c100 / name, _images(labels, rng), labels, b"fine_labels")
     return root
-
-
-COUNTS = {0: 12, 1: 6, 2: 3}          # a long-tailed train list
-COLOURS = {0: (220, 30, 30), 1: (30, 220, 30), 2: (30, 30, 220)}
-
-
-def write_image(path, label, i):
-    from PIL import Image
-    img = Image.new("RGB", (40 + i % 7, 30 + i % 5), COLOURS[label])   # sizes vary: resize is exercised
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
 
 
 @pytest.fixture()

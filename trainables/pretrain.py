@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from trainables import names
 from trainables.augment import augment
 from trainables.config import TrialConfig
 from trainables.probe import extract_features, knn_predict
@@ -144,12 +145,10 @@ def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: 
         if not math.isfinite(mean_loss):
             out.status = "diverged"
             break
-        metrics = {"epoch": epoch + 1, "loss": mean_loss,
-                   "knn_acc": knn_accuracy(objective.encoder, data, cfg),
-                   "lr": sched.get_last_lr()[0],
-                   "images_per_s": out.images_seen / out.train_seconds}
-        if objective.views == 2:
-            metrics["mean_positives"] = float(pos_sum) / steps
+        metrics = names.epoch_record(
+            epoch + 1, loss=mean_loss, knn_acc=knn_accuracy(objective.encoder, data, cfg),
+            lr=sched.get_last_lr()[0], images_per_s=out.images_seen / out.train_seconds,
+            mean_positives=float(pos_sum) / steps if objective.views == 2 else None)
         out.history.append(metrics)
         out.epochs_completed = epoch + 1
         if report is not None:

@@ -4,8 +4,8 @@ stays here.
 
 Per epoch it reports the loop's metrics (loss, knn_acc, ...) with a checkpoint
 of the training state; at the end it reports once more with the final metrics
-flattened as "<probe>/<metric>" (e.g. "lt/top1", "balanced/balancedness") for
-the searcher, and the whole TrialResult as JSON under "trial_result" for the
+(`names.final_metrics`: "lt/top1", "balanced/balancedness", ...) for the
+searcher, and the whole TrialResult as JSON under `names.RESULT_PAYLOAD` for the
 driver's sinks. A trial Tune restarts (a killed worker, an error with retries
 left) continues from its last checkpoint.
 """
@@ -13,30 +13,15 @@ left) continues from its last checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from pathlib import Path
 
+from trainables import names
 from trainables.config import TrialConfig
 from trainables.faults import inject
-from trainables.trial import TrialResult, run_trial
+from trainables.trial import run_trial
 
-SCALAR_PROBE_METRICS = ("top1", "many", "medium", "few", "balancedness", "acc_std", "worst_class_acc")
 STATE_FILE = "state.pt"
-
-
-def final_metrics(result: TrialResult) -> dict[str, float]:
-    """The scalar end-of-trial metrics, "<probe>/<metric>"; none for a diverged trial,
-    so that a searcher never learns from made-up values."""
-    out = {f"{probe}/{name}": metrics[name]
-           for probe, metrics in result.probes.items() for name in SCALAR_PROBE_METRICS
-           if not (isinstance(metrics[name], float) and math.isnan(metrics[name]))}
-    # the select study's objectives: per strategy, the mean over budgets
-    for name in {row["strategy"] for row in result.selection}:
-        rows = [row for row in result.selection if row["strategy"] == name]
-        out.update({f"select/{name}/{m}": sum(r[m] for r in rows) / len(rows) for m in ("top1", "entropy")})
-    out["wall_time_s"] = result.wall_time_s
-    return out
 
 
 def release_device_memory() -> None:
@@ -84,15 +69,16 @@ def tune_trainable(config: dict) -> None:
     def report(metrics: dict, state) -> None:
         last_epoch.clear()
         last_epoch.update(metrics)
-        if metrics["epoch"] < cfg.optim.epochs:
+        if metrics[names.EPOCH] < cfg.optim.epochs:
             with tempfile.TemporaryDirectory() as folder:
                 save_state(state(), folder)          # Tune copies the folder before returning
                 tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
-        inject(config, metrics["epoch"], trial_id)
+        inject(config, metrics[names.EPOCH], trial_id)
 
     try:
         result = run_trial(cfg, report, resume)
     finally:
         release_device_memory()
-    tune.report({**last_epoch, **final_metrics(result), "status": result.status,
-                 "trial_result": json.dumps(result.to_dict())})
+    payload = result.to_dict()
+    tune.report({**last_epoch, **names.final_metrics(payload), names.STATUS: result.status,
+                 names.RESULT_PAYLOAD: json.dumps(payload)})

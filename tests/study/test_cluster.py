@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import free_port
+from fixtures import free_port
 
 from analysis.results import load_results
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from test_sweep import _mlflow_runs
+from fixtures import mlflow_runs
 
 from analysis.results import load_history, load_results
 from study.studies import STUDIES, Study
@@ -38,7 +38,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_numbers(ray_c
     assert df.loc[21, "lt/per_class_acc"].tolist() == df.loc[20, "lt/per_class_acc"].tolist()
     history = load_history(tmp_path / "k").groupby("trial_id")["epoch"].apply(list)
     assert history[df.loc[21, "trial_id"]] == [1, 2, 3, 4]      # no epoch twice
-    _, _, children = _mlflow_runs(tmp_path, "twins")
+    _, _, children = mlflow_runs(tmp_path, "twins")
     assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
 
 
@@ -52,7 +52,7 @@ def test_oom_and_raising_trials_are_error_rows_and_the_rest_finish(ray_cluster, 
     assert df["status"].to_dict() == {20: "ok", 21: "error", 22: "error"}
     assert "can't allocate memory" in df.loc[21, "error"]
     assert "injected fault" in df.loc[22, "error"]
-    _, _, children = _mlflow_runs(tmp_path, "faulty")
+    _, _, children = mlflow_runs(tmp_path, "faulty")
     status = {c.data.tags["trial_id"]: c.info.status for c in children}
     assert {k: status[df.loc[k, "trial_id"]] for k in (20, 21, 22)} == {20: "FINISHED", 21: "FAILED",
                                                                         22: "FAILED"}
@@ -96,7 +96,7 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_a_trial(ray_cluster
     before = before[~before["trial_id"].isin(orphaned)]
     kept = after.set_index("trial_id").loc[before["trial_id"], "lt/top1"]
     assert kept.tolist() == before["lt/top1"].tolist()
-    _, parents, children = _mlflow_runs(tmp_path, "kpcl")
+    _, parents, children = mlflow_runs(tmp_path, "kpcl")
     assert len(parents) == 1 and {c.data.tags["trial_id"] for c in children} == set(after["trial_id"])
     assert len(children) == 6
     # the search continued from its saved state: every finished trial was told to Optuna once

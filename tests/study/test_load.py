@@ -8,7 +8,7 @@ import pytest
 from analysis.results import load_results
 from study.sweep import main
 
-from test_sweep import _mlflow_runs
+from fixtures import mlflow_runs
 
 
 @pytest.mark.slow
@@ -20,7 +20,7 @@ def test_200_tiny_trials_give_200_rows_and_200_runs(ray_cluster, tmp_path):
     assert main(argv) == 0
     wall = time.perf_counter() - start
     df = load_results(tmp_path / "load")
-    _, parents, children = _mlflow_runs(tmp_path, "kpcl")
+    _, parents, children = mlflow_runs(tmp_path, "kpcl")
     print(f"\n200 trials: {wall:.0f} s wall, {wall / 200:.2f} s per trial; statuses "
           f"{df['status'].value_counts().to_dict()}")
     assert len(df) == 200 and df["trial_id"].is_unique and set(df["status"]) == {"ok"}

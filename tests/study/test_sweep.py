@@ -11,19 +11,11 @@ from pathlib import Path
 import pytest
 
 from analysis.results import load_history, load_results
+from fixtures import mlflow_runs, sink_metrics
 from study.studies import STUDIES, Study
 from study.sweep import main
+from trainables import names
 from trainables.metrics import balancedness
-
-
-def _mlflow_runs(storage: Path, study: str):
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(study)
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +31,7 @@ def test_smoke_sweep_writes_one_row_and_one_child_run_per_trial(kpcl_smoke):
     df = load_results(storage / "smoke")
     assert len(df) == 4 and df["trial_id"].is_unique and set(df["status"]) == {"ok"}
     assert (df["sweep"] == "smoke").all() and (df["study"] == "kpcl").all()
-    _, parents, children = _mlflow_runs(storage, "kpcl")
+    _, parents, children = mlflow_runs(storage, "kpcl")
     assert len(parents) == 1 and len(children) == 4
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert {c.data.tags["trial_id"] for c in children} == set(df["trial_id"])
@@ -47,7 +39,7 @@ def test_smoke_sweep_writes_one_row_and_one_child_run_per_trial(kpcl_smoke):
     # the report is written next to the results and attached to the parent run
     report = storage / "smoke" / "report"
     assert (report / "report.md").stat().st_size > 0 and (report / "figure2.png").stat().st_size > 0
-    client, _, _ = _mlflow_runs(storage, "kpcl")
+    client, _, _ = mlflow_runs(storage, "kpcl")
     attached = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     assert {"report/report.md", "report/figure2.png", "report/tradeoff.png"} <= attached
     for child in children:
@@ -57,6 +49,26 @@ def test_smoke_sweep_writes_one_row_and_one_child_run_per_trial(kpcl_smoke):
         for probe in ("lt", "balanced"):
             per_class = [k for k in child.data.metrics if k.startswith(f"{probe}/class_acc/")]
             assert sorted(per_class) == [f"{probe}/class_acc/{c:03d}" for c in range(10)]
+
+
+def assert_sinks_agree(storage: Path, sweep: str, study: str, expected: int) -> None:
+    """Parquet, MLflow and Tune hold the same final metric names with the same values."""
+    trials = sink_metrics(storage, sweep, study)
+    assert len(trials) == expected
+    for trial_id, (parquet, mlflow, tune) in trials.items():
+        assert set(parquet) == set(mlflow) == set(tune), (trial_id, set(parquet) ^ set(mlflow) ^ set(tune))
+        for name, value in parquet.items():
+            assert mlflow[name] == pytest.approx(value) and tune[name] == pytest.approx(value), name
+
+
+def test_the_three_sinks_hold_the_same_metric_names_and_values(kpcl_smoke):
+    _, storage = kpcl_smoke
+    assert_sinks_agree(storage, "smoke", "kpcl", expected=4)
+    parquet = next(iter(sink_metrics(storage, "smoke", "kpcl").values()))[0]
+    # what a kpcl trial has: 7 scalars and 10 class accuracies per probe, the pretraining summary, wall time
+    assert {names.probe_metric("lt", "top1"), names.class_acc("balanced", 9), names.WALL_TIME,
+            names.pretrain_column("final_loss")} <= set(parquet)
+    assert sum(n.startswith("lt/") for n in parquet) == len(names.PROBE_METRICS) + 10
 
 
 def test_every_imbalance_level_gets_its_share_and_k_is_searched(kpcl_smoke):
@@ -83,7 +95,7 @@ def test_stored_balancedness_equals_the_one_recomputed_from_per_class_accuracy(k
 def test_mlflow_final_metrics_match_the_parquet_row(kpcl_smoke):
     _, storage = kpcl_smoke
     df = load_results(storage / "smoke").set_index("trial_id")
-    _, _, children = _mlflow_runs(storage, "kpcl")
+    _, _, children = mlflow_runs(storage, "kpcl")
     for child in children:
         row = df.loc[child.data.tags["trial_id"]]
         assert math.isclose(child.data.metrics["lt/top1"], row["lt/top1"])
@@ -104,7 +116,7 @@ def test_a_trial_that_raises_is_an_error_row_and_a_failed_run(ray_cluster, tmp_p
     assert sorted(df["status"]) == ["error", "ok"]
     error_row = df[df["status"] == "error"].iloc[0]
     assert "loss.temperature" in error_row["error"] and math.isnan(error_row["lt/top1"])
-    _, _, children = _mlflow_runs(tmp_path, "faulty")
+    _, _, children = mlflow_runs(tmp_path, "faulty")
     status = {c.data.tags["trial_id"]: c.info.status for c in children}
     assert status[error_row["trial_id"]] == "FAILED"
     assert status[df[df["status"] == "ok"].iloc[0]["trial_id"]] == "FINISHED"
@@ -135,7 +147,7 @@ def test_resume_after_an_interrupted_sweep_completes_it_without_duplicates(ray_c
     assert kept.tolist() == before["wall_time_s"].tolist()
     epochs = load_history(tmp_path / "r").groupby("trial_id")["epoch"].apply(list)
     assert len(epochs) == 6 and all(e == [1, 2] for e in epochs)   # smoke: 2 epochs, none twice
-    _, parents, children = _mlflow_runs(tmp_path, "kpcl")
+    _, parents, children = mlflow_runs(tmp_path, "kpcl")
     assert len(parents) == 1 and len(children) == 6
     assert {c.data.tags["trial_id"] for c in children} == set(after["trial_id"])
 
@@ -148,7 +160,7 @@ def test_fig2_grid_runs_every_loss_at_every_level_and_k_only_for_kcl(ray_cluster
     assert df.loc[df["loss.name"] == "kcl", "loss.k"].notna().all()
     assert df.loc[df["loss.name"] != "kcl", "loss.k"].isna().all()
     assert df.loc[df["loss.name"] == "ce", "loss.temperature"].isna().all()
-    _, _, children = _mlflow_runs(tmp_path, "fig2")
+    _, _, children = mlflow_runs(tmp_path, "fig2")
     has_k = {c.data.params["loss.name"]: "loss.k" in c.data.params for c in children}
     assert has_k == {"ce": False, "simclr": False, "kcl": True}
 
@@ -209,10 +221,12 @@ def test_runs_of_trials_without_a_row_are_dropped_after_a_resume(tmp_path):
     assert active == {"a", "b", "c", None}                     # None: the parent runs
 
 
-def test_select_smoke_sweep_writes_selection_rows_runs_and_the_report(ray_cluster, tmp_path):
+def test_select_smoke_sweep_writes_selection_rows_runs_and_the_report(ray_cluster, tmp_path, capsys):
     from analysis.selection import load_selection
     from trainables.selection import STRATEGIES
     assert main(["select", "--smoke", "--storage", str(tmp_path), "--name", "sel"]) == 0
+    summary = capsys.readouterr().out            # the frontier of the study's own objectives
+    assert "Pareto-optimal trials" in summary and names.select_objective("probcover", "top1") in summary
     trials = load_results(tmp_path / "sel")
     # 3 encoders x 2 imbalance levels, one round; Optuna set the strategies' knobs
     assert len(trials) == 6 and set(trials["status"]) == {"ok"}
@@ -225,10 +239,15 @@ def test_select_smoke_sweep_writes_selection_rows_runs_and_the_report(ray_cluste
     # random ignores the features: the same pool and seed give the same selection for every encoder
     random = rows[rows["strategy"] == "random"].groupby(["data.imbalance_ratio", "budget"])["classes_covered"]
     assert (random.nunique() == 1).all()
-    _, _, children = _mlflow_runs(tmp_path, "select")
+    _, _, children = mlflow_runs(tmp_path, "select")
     run = next(c for c in children if c.data.tags["trial_id"] == rows["trial_id"].iloc[0])
     first = rows[rows["trial_id"] == rows["trial_id"].iloc[0]].set_index(["strategy", "budget"])
     assert run.data.metrics["select/spread/20/entropy"] == pytest.approx(first.loc[("spread", 20), "entropy"])
+    assert_sinks_agree(tmp_path, "sel", "select", expected=6)
+    # the study's objectives are Parquet columns: the mean over budgets of each strategy's top-1
+    objective = names.select_objective("spread", "top1")
+    means = rows[rows["strategy"] == "spread"].groupby("trial_id")["top1"].mean()
+    assert trials.set_index("trial_id")[objective].to_dict() == pytest.approx(means.to_dict())
     report = (tmp_path / "sel" / "report" / "report.md").read_text()
     assert "### Q1" in report and "### Q2" in report and "### Q3" in report
     assert (tmp_path / "sel" / "report" / "selection_entropy.png").exists()

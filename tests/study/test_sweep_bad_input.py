@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from conftest import free_port
+from fixtures import free_port
 
 import study.runner
 import study.runner as study_runner
@@ -65,7 +65,7 @@ def test_bad_input_exits_2_before_ray_and_writes_nothing(argv, words, tmp_path, 
 
 def _imagelist(root, train_lines):
     """A list-file dataset whose train list is `train_lines` (val and test lists valid)."""
-    from conftest import write_image
+    from fixtures import write_image
     for split in ("val", "test"):
         rows = []
         for label in range(3):

@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import COLOURS, COUNTS, write_image
+from fixtures import COLOURS, COUNTS, write_image
 
 from trainables.config import SMOKE, DataConfig, TrialConfig
 from trainables.data import cifar, imagelist, load_splits, longtail_indices

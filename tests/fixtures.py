@@ -1,0 +1,64 @@
+"""Plain helpers shared by the tests (pytest fixtures are in conftest.py)."""
+
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mlflow_runs(storage: Path, study: str):
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(study)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def sink_metrics(storage: Path, sweep: str, study: str) -> dict[str, tuple[dict, dict, dict]]:
+    """Per trial id: its final metrics as each sink holds them, (Parquet, MLflow, Tune).
+
+    Parquet: the trial's row (and selection rows) read back by names.row_metrics;
+    MLflow: the child run's metrics less the per-epoch ones; Tune: the trial's last
+    report, read through Tune's public ExperimentAnalysis, less Tune's own keys and
+    the payload for the driver's sinks."""
+    import pandas as pd
+    from ray.tune import ExperimentAnalysis
+    from ray.tune.result import AUTO_RESULT_KEYS, DEFAULT_EXPERIMENT_INFO_KEYS
+
+    from analysis.results import load_results
+    from trainables import names
+    rows = load_results(storage / sweep).set_index("trial_id", drop=False)
+    sel_dir = storage / sweep / "results" / "selection"
+    selection = pd.concat([pd.read_parquet(f) for f in sel_dir.glob("*.parquet")]) if sel_dir.exists() else None
+    per_epoch = {names.EPOCH, *names.EPOCH_METRICS}
+    tune_own = {*AUTO_RESULT_KEYS, *DEFAULT_EXPERIMENT_INFO_KEYS, "done", names.STATUS, names.RESULT_PAYLOAD}
+    reports = ExperimentAnalysis(str(storage / sweep)).results
+    out = {}
+    for child in mlflow_runs(storage, study)[2]:
+        trial_id = child.data.tags["trial_id"]
+        sel = [] if selection is None else selection[selection["trial_id"] == trial_id].to_dict("records")
+        parquet = names.row_metrics(rows.loc[trial_id].to_dict(), sel)
+        mlflow = {k: v for k, v in child.data.metrics.items() if k not in per_epoch}
+        tune = {k: v for k, v in reports[trial_id].items() if k not in per_epoch | tune_own}
+        out[trial_id] = (parquet, mlflow, tune)
+    return out
+
+
+COUNTS = {0: 12, 1: 6, 2: 3}          # a long-tailed train list
+COLOURS = {0: (220, 30, 30), 1: (30, 220, 30), 2: (30, 30, 220)}
+
+
+def write_image(path, label, i):
+    from PIL import Image
+    img = Image.new("RGB", (40 + i % 7, 30 + i % 5), COLOURS[label])   # sizes vary: resize is exercised
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+

@@ -107,13 +107,18 @@ def _sigmas(text: str) -> list[float]:
     return values
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", help="sweep folders (DIR/NAME) or their results folders")
     parser.add_argument("--out", help="output folder (default: the first sweep's report/)")
     parser.add_argument("--sigma", type=_sigmas, default=[0.1, 0.5, 1.0], help="sigmas for p(V), e.g. 0.1,0.5,1")
-    parser.add_argument("--probe", choices=["lt", "balanced"], default="lt")
+    parser.add_argument("--probe", choices=list(names.PROBES), default="lt")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         path = write_report(args.results, args.out, args.sigma, args.probe)

@@ -12,8 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from study.studies import STUDIES, budget
-from trainables.config import DATASET_PRESETS, TrialConfig
-from trainables.trial import parse_set, plan_data
+from trainables.config import TrialConfig
+from trainables.names import sweep_objectives
+from trainables.presets import parse_set, resolve
+from trainables.trial import plan_data
 
 DEFAULT_LEVELS = (1.0, 10.0, 100.0)
 SMOKE_LEVELS = (1.0, 10.0)
@@ -90,11 +92,6 @@ def _check_positive(args) -> None:
         raise ValueError(f"--gpus-per-trial={gpus}: must be a fraction in [0, 1] or a whole number")
 
 
-def _objectives(args) -> list[str]:
-    names = ["top1", "balancedness"] if args.objective == "multi" else [args.objective]
-    return [f"{args.probe}/{n}" for n in names]
-
-
 def _gpu_budget(args) -> bool:
     if args.gpus_per_trial is not None:
         return args.gpus_per_trial > 0
@@ -136,19 +133,29 @@ def _losses(study, cfg: TrialConfig) -> list[str]:
     return [cfg.loss.name]
 
 
+def kcl_limit(class_counts: list[int], batch_size: int) -> int:
+    """The smallest k at which batch-mode KCL equals SupCon for the largest class.
+
+    The loop's batch holds b = min(batch_size, n_train) images; an anchor of the largest
+    class (n images) shares it with at most m - 1 others of its class, m = min(n, b), so
+    it has at most 2m - 2 same-label rows besides its own other view, and any k >= 2m - 2
+    takes every one of them (test_losses: KCL with such k equals SupCon)."""
+    batch = min(batch_size, sum(class_counts))
+    return 2 * min(max(class_counts), batch) - 2
+
+
 def _check_k(study, cfg: TrialConfig, class_counts: list[int]) -> None:
-    """Batch-mode KCL with a fixed k at least 2n - 1 for the largest class (n train images)
-    always takes every same-label row of a two-view batch (at most 2n - 2 besides the
-    anchor's own view) as a positive: SupCon under another name. (Queue mode can
-    hold several keys of one image, so larger k can still matter there.)"""
+    """A fixed batch-mode k that reaches kcl_limit is SupCon under another name. (Queue
+    mode can hold several keys of one image, so larger k can still matter there; a
+    searched k is the searcher's business.)"""
     if ("kcl" not in _losses(study, cfg) or cfg.loss.mode != "batch"
             or "loss.k" in searched_keys(study)):
         return
-    limit = 2 * max(class_counts) - 1
-    if cfg.loss.k >= limit:
+    limit = kcl_limit(class_counts, cfg.optim.batch_size)
+    if cfg.loss.k > 0 and cfg.loss.k >= limit:
         raise ValueError(f"loss.k={cfg.loss.k} reaches every same-label row of a batch (largest class: "
-                         f"{max(class_counts)} train images at imbalance {cfg.data.imbalance_ratio:g}): "
-                         f"KCL would equal SupCon; pick k < {limit}")
+                         f"{max(class_counts)} train images at imbalance {cfg.data.imbalance_ratio:g}, "
+                         f"batch {cfg.optim.batch_size}): KCL would equal SupCon; pick k < {limit}")
 
 
 def _check_budgets(cfg: TrialConfig, class_counts: list[int]) -> None:
@@ -160,14 +167,15 @@ def _check_budgets(cfg: TrialConfig, class_counts: list[int]) -> None:
                          f"long-tailed pool at imbalance {cfg.data.imbalance_ratio:g}")
 
 
-def build_plan(args, storage: Path, name: str) -> SweepPlan:
-    """Resolve the command line into a plan; raise ValueError on anything invalid."""
-    if args.resume:
-        saved = json.loads((storage / name / "sweep.json").read_text())
-        saved["ratio_range"] = tuple(saved["ratio_range"]) if saved["ratio_range"] else None
-        # The search is fixed by the saved plan; where it runs may change (another cluster).
-        return SweepPlan(**{**saved, "storage": str(storage), "resume": True, "address": args.address})
-    study = STUDIES[args.study]
+def _resumed(args, storage: Path, name: str) -> SweepPlan:
+    """The saved plan: the search is fixed by it; where it runs may change (another cluster)."""
+    saved = json.loads((storage / name / "sweep.json").read_text())
+    saved["ratio_range"] = tuple(saved["ratio_range"]) if saved["ratio_range"] else None
+    return SweepPlan(**{**saved, "storage": str(storage), "resume": True, "address": args.address})
+
+
+def _check_flags(args, study) -> None:
+    """Flags that are wrong whatever the config: counts, exclusive or unsupported combinations."""
     _check_positive(args)
     if args.imbalance_levels and args.imbalance_range:
         raise ValueError("--imbalance-levels and --imbalance-range exclude each other: pick one")
@@ -178,46 +186,64 @@ def build_plan(args, storage: Path, name: str) -> SweepPlan:
     if study.space is None and (args.imbalance_range or args.scheduler == "asha"):
         raise ValueError(f"{args.study} is a grid, not a search: --imbalance-range and "
                          "--scheduler asha do not apply")
-    gpu = _gpu_budget(args)
-    preset = budget(args.smoke, gpu)
-    overrides = parse_set(args.set)
-    literature = {} if args.smoke else dict(DATASET_PRESETS.get(args.dataset, {}))
-    if not gpu:
-        literature.pop("optim.epochs", None)      # on a CPU the budget's length stands
-    base = {**study.base, **preset.config, **literature, **overrides}
-    if args.dataset:
-        base["data.dataset"] = args.dataset
-        if args.dataset != "shapes" and "data.total" not in overrides:
-            base["data.total"] = None     # the studies' fixed total is sized for shapes' pool
-    if args.data_root:
-        base["data.data_root"] = args.data_root
-    if args.epochs:
-        base["optim.epochs"] = args.epochs
-    levels = [] if args.imbalance_range else _levels(
-        args.imbalance_levels or ",".join(map(str, SMOKE_LEVELS if args.smoke else DEFAULT_LEVELS)))
-    ratio_range = _range(args.imbalance_range) if args.imbalance_range else None
+
+
+def _imbalance(args, base: dict) -> tuple[list[float], tuple[float, float] | None]:
+    """(levels, None), or ([], (low, high)) with --imbalance-range."""
+    if args.imbalance_range:
+        levels, ratio_range = [], _range(args.imbalance_range)
+    else:
+        default = SMOKE_LEVELS if args.smoke else DEFAULT_LEVELS
+        levels, ratio_range = _levels(args.imbalance_levels or ",".join(map(str, default))), None
     if base.get("data.dataset") == "imagelist" and (ratio_range or len(levels) > 1):
         raise ValueError("imagelist takes its imbalance from its list: use one level (--imbalance-levels 1) "
                          "and --set data.count_power=P for the fixed-total series")
-    _check_not_searched(study, overrides)
-    # Every trial's config must be valid at every level (or both ends of the range).
-    for ratio in levels or list(ratio_range):
+    return levels, ratio_range
+
+
+def _check_trial_configs(study, base: dict, ratios: list[float], seed: int) -> TrialConfig:
+    """Every trial's config must be valid at every level (or both ends of the range), in
+    every cell; returns the last one (they share the training length)."""
+    for ratio in ratios:
         for cell in study.cell_configs():
-            cfg = TrialConfig.from_flat({**base, **cell, "data.imbalance_ratio": ratio, "seed": args.seed})
+            cfg = TrialConfig.from_flat({**base, **cell, "data.imbalance_ratio": ratio, "seed": seed})
             counts = plan_data(cfg).class_counts
             _check_k(study, cfg, counts)
             _check_budgets(cfg, counts)
-    storage_uri = f"sqlite:///{storage / 'mlflow.db'}"
+    return cfg
+
+
+def _trial_counts(study, args, preset, levels: list[float]) -> tuple[int, int]:
+    """(num_samples, seeds): a grid repeats over seeds; a search gets even shares per level x cell."""
     num_samples, seeds = args.num_samples or preset.num_samples, preset.seeds
     if study.space is None:
-        seeds = args.num_samples or seeds             # a grid repeats over seeds
-    else:
-        shares = max(1, len(levels)) * len(study.cell_configs())
-        num_samples += -num_samples % shares                   # even shares: round up
+        return num_samples, args.num_samples or seeds
+    shares = max(1, len(levels)) * len(study.cell_configs())
+    return num_samples + (-num_samples % shares), seeds          # round up
+
+
+def build_plan(args, storage: Path, name: str) -> SweepPlan:
+    """Resolve the command line into a plan; raise ValueError on anything invalid.
+
+    The trial config comes from trainables.presets.resolve (study base < machine budget
+    < --dataset preset < --set < --data-root/--epochs), as for `python -m trainables.trial`."""
+    if args.resume:
+        return _resumed(args, storage, name)
+    study = STUDIES[args.study]
+    _check_flags(args, study)
+    gpu = _gpu_budget(args)
+    preset = budget(args.smoke, gpu)
+    sets = parse_set(args.set)
+    _check_not_searched(study, sets)
+    base = resolve(sets, {"data.data_root": args.data_root, "optim.epochs": args.epochs}, base=study.base,
+                   budget=preset.config, dataset=args.dataset, smoke=args.smoke, gpu=gpu)
+    levels, ratio_range = _imbalance(args, base)
+    cfg = _check_trial_configs(study, base, levels or list(ratio_range), args.seed)
+    num_samples, seeds = _trial_counts(study, args, preset, levels)
     return SweepPlan(study=args.study, name=name, storage=str(storage), base=base, levels=levels,
-                     ratio_range=ratio_range, objectives=study.objectives or _objectives(args), scheduler=args.scheduler,
-                     num_samples=num_samples, seeds=seeds,
-                     seed=args.seed, epochs=cfg.optim.epochs, cpus_per_trial=args.cpus_per_trial,
+                     ratio_range=ratio_range, objectives=study.objectives or sweep_objectives(args.probe, args.objective),
+                     scheduler=args.scheduler, num_samples=num_samples, seeds=seeds, seed=args.seed,
+                     epochs=cfg.optim.epochs, cpus_per_trial=args.cpus_per_trial,
                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-                     address=args.address, mlflow_uri=args.mlflow_uri or storage_uri,
+                     address=args.address, mlflow_uri=args.mlflow_uri or f"sqlite:///{storage / 'mlflow.db'}",
                      reuse_actors=not args.no_reuse_actors, max_failures=args.max_failures)

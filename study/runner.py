@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -65,23 +64,6 @@ def _trainable(plan: SweepPlan):
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     return tune.with_resources(tune_trainable, {"cpu": plan.cpus_per_trial, "gpu": gpus})
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def loopback_only(address: str | None) -> None:
-    """Make a Ray started or joined on this machine listen on 127.0.0.1 only.
-
-    Ray replaces a node IP of 127.0.0.1 by the machine's network address and then
-    binds its servers to every interface; only RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
-    (read when ray is imported; despite its name a plain switch on Linux too) keeps
-    the node IP at 127.0.0.1, and every server binds to it. It also rules out other
-    nodes, so it applies only to a local cluster or one at a loopback address.
-    """
-    host = None if address is None else address.rsplit(":", 1)[0].strip("[]")
-    if address is None or host in LOOPBACK:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def start_ray(address: str | None) -> None:
@@ -146,50 +128,48 @@ def set_aside_unknown_rows(plan: SweepPlan, known: set[str]) -> None:
               f"resumed search: {plan.results_dir / 'orphaned'}")
 
 
-def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int:
-    """Run (or resume) the sweep; print the summary. Exit status 1 only if every trial failed."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # The objectives come only with a trial's final report, not with every epoch's.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    # Save the experiment state (trials, searcher) every second rather than Tune's
-    # default of 10 s or more: a killed driver then loses at most a second of
-    # bookkeeping, and --resume neither repeats nor invents trials.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    from ray import tune
-
-    from study.mlflow_sink import MlflowSink, attach_folder, drop_orphan_runs, end_parent_run
+def _start(plan: SweepPlan, commit: str, versions: dict, command: str):
+    """A new sweep: save the plan, open MLflow while Ray starts, run the Tuner.
+    Returns (result grid, MLflow ids)."""
+    from study.mlflow_sink import MlflowSink
     from study.parquet_sink import ParquetSink
     from study.progress import Progress
-    from analysis.report import write_report
-    from study.summary import summarize_sweep
-
-    import optuna
-    optuna.logging.set_verbosity(optuna.logging.WARNING)   # one line per trial is ours to print
-    if plan.resume:
+    plan.save()
+    with ThreadPoolExecutor(1) as pool:
+        # Creating a new store takes seconds; it overlaps Ray's start (Tune pickles the
+        # sink when it builds the Tuner, which waits for the store). No trial is logged early.
+        tracking = pool.submit(open_tracking, plan, commit, command)
         start_ray(plan.address)
-        state = json.loads((plan.sweep_dir / "mlflow.json").read_text())
-        print(f"resuming {plan.name} in {plan.sweep_dir}", flush=True)
-        tuner = tune.Tuner.restore(str(plan.sweep_dir), trainable=_trainable(plan),
-                                   resume_unfinished=True, resume_errored=False)
-        grid = tuner.fit()
-    else:
-        plan.save()
-        with ThreadPoolExecutor(1) as pool:
-            # Creating a new store takes seconds; it overlaps Ray's start (Tune pickles the
-            # sink when it builds the Tuner, which waits for the store). No trial is logged early.
-            tracking = pool.submit(open_tracking, plan, commit, command)
-            start_ray(plan.address)
-            provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
-            callbacks = [MlflowSink(plan.mlflow_uri, tracking, provenance),
-                         ParquetSink(plan.results_dir, provenance),
-                         Progress(total_trials(plan), plan.objectives, plan.results_dir)]
-            print(f"sweep {plan.name}: {total_trials(plan)} trials of {plan.study} "
-                  f"-> {plan.sweep_dir}", flush=True)
-            grid = build_tuner(plan, callbacks).fit()
-            state = tracking.result()
-    set_aside_unknown_rows(plan, {Path(r.path).name.removeprefix("trial_") for r in grid})
-    ok = summarize_sweep(plan)
-    written = {f.stem for f in plan.results_dir.glob("trials/*.parquet") if not f.name.startswith(".")}
+        provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
+        callbacks = [MlflowSink(plan.mlflow_uri, tracking, provenance),
+                     ParquetSink(plan.results_dir, provenance),
+                     Progress(total_trials(plan), plan.objectives, plan.results_dir)]
+        print(f"sweep {plan.name}: {total_trials(plan)} trials of {plan.study} -> {plan.sweep_dir}", flush=True)
+        grid = build_tuner(plan, callbacks).fit()
+        return grid, tracking.result()
+
+
+def _resume(plan: SweepPlan):
+    """Continue a sweep from Tune's saved experiment; its callbacks come back with it."""
+    from ray import tune
+    start_ray(plan.address)
+    print(f"resuming {plan.name} in {plan.sweep_dir}", flush=True)
+    tuner = tune.Tuner.restore(str(plan.sweep_dir), trainable=_trainable(plan),
+                               resume_unfinished=True, resume_errored=False)
+    return tuner.fit(), json.loads((plan.sweep_dir / "mlflow.json").read_text())
+
+
+def written_trials(plan: SweepPlan) -> set[str]:
+    return {f.stem for f in plan.results_dir.glob("trials/*.parquet") if not f.name.startswith(".")}
+
+
+def _finish(plan: SweepPlan, state: dict) -> int:
+    """Summary, report and the parent run's end; 130 if trials are missing (Ctrl-C),
+    1 if none finished ok, else 0."""
+    from analysis.report import write_report
+    from study.mlflow_sink import attach_folder, drop_orphan_runs, end_parent_run
+    from study.summary import summarize_sweep
+    ok, written = summarize_sweep(plan), written_trials(plan)
     if len(written) < total_trials(plan):         # interrupted (Ctrl-C): fit() returns normally
         print(f"\ninterrupted after {len(written)} of {total_trials(plan)} trials; continue with:\n"
               f"  python -m study.sweep {plan.study} --resume {plan.name} --storage {plan.storage}")
@@ -205,3 +185,12 @@ def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int
     end_parent_run(plan.mlflow_uri, state["parent_run_id"], "FINISHED" if ok else "FAILED")
     return 0 if ok else 1
 
+
+def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int:
+    """Run (or resume) the sweep, then _finish. The process environment was set by
+    study.sweep.configure_environment before Ray was imported."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)   # one line per trial is ours to print
+    grid, state = _resume(plan) if plan.resume else _start(plan, commit, versions, command)
+    set_aside_unknown_rows(plan, {Path(r.path).name.removeprefix("trial_") for r in grid})
+    return _finish(plan, state)

@@ -1,9 +1,11 @@
-"""Search over imbalance levels: one Optuna study per level behind one Tune searcher.
+"""Search over imbalance levels: one Optuna study per slot behind one Tune searcher.
 
-A sampler that maximises accuracy drifts to the easiest (least imbalanced) level,
-but frontiers are read per level; so each named level gets an even share of the
-trials (round robin in start order), and each level's own Optuna study searches
-the loss's knobs from what that level taught it.
+A slot is one imbalance level x one cell (a fixed part of the config, e.g. the
+loss; a study without cells has the single empty cell), each with its own Optuna
+search. A sampler that maximises accuracy drifts to the easiest (least
+imbalanced) level, but frontiers are read per level and cell; so each slot gets
+an even share of the trials (round robin in start order), and each slot's own
+Optuna study searches the loss's knobs from what that slot taught it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def _space_with_ratio(space, low: float, high: float, trial) -> dict:
 def optuna_search(space, metrics: list[str], seed: int) -> OptunaSearch:
     """An OptunaSearch maximising `metrics` (one or several) over `space`.
 
-    TPE starts modelling after 3 trials, not Optuna's default 10: a level gets
+    TPE starts modelling after 3 trials, not Optuna's default 10: a slot gets
     only a handful of trials on a CPU budget, and would otherwise be searched at random.
     """
     import optuna
@@ -36,11 +38,14 @@ def optuna_search(space, metrics: list[str], seed: int) -> OptunaSearch:
 
 
 class LevelSearch(Searcher):
-    """Even shares of trials per imbalance level; one OptunaSearch per level.
+    """Even shares of trials per slot; one OptunaSearch per slot.
 
-    Trial n (in start order) goes to level n mod L; its config is that level's
-    suggestion plus "data.imbalance_ratio". With `ratio_range` there is a single
-    study, and the ratio is one of its parameters instead.
+    The slots are (level, cell) pairs, levels-major: [(l0, c0), (l0, c1), ...,
+    (l1, c0), ...]; slot i's OptunaSearch samples with seed + i. Trial n (in start
+    order) goes to slot n mod S; its config is that slot's suggestion, its cell's
+    keys and "data.imbalance_ratio" = its level. With cells, round r = n // S of the
+    trials also gets "seed" = seed + r. With `ratio_range` there is a single slot
+    (level None, no cell), and the ratio is one of its study's parameters instead.
 
     Only a trial's final result reaches Optuna: the epochs' reports do not carry
     the objectives, and a trial without them (diverged) is told to Optuna as failed,
@@ -56,39 +61,41 @@ class LevelSearch(Searcher):
             space = functools.partial(_space_with_ratio, space, *ratio_range)   # picklable, for resume
             levels = [None]
         self.metrics = list(metrics)
-        # one search per (level, cell); with cells, round r of trials uses seed + r
+        # one slot = one imbalance level x one cell, each with its own Optuna search;
+        # with cells, round r of trials uses seed + r
         self.seed, self.vary_seed = seed, cells is not None
-        self.levels = [(level, cell) for level in levels for cell in (cells or [{}])]
-        self.searchers = [optuna_search(space, metrics, seed + i) for i in range(len(self.levels))]
-        self.level_of: dict[str, int] = {}
-        self.started = 0
+        self.slots: list[tuple[float | None, dict]] = [
+            (level, cell) for level in levels for cell in (cells or [{}])]
+        self.searchers = [optuna_search(space, metrics, seed + i) for i in range(len(self.slots))]
+        self.slot_of: dict[str, int] = {}          # trial id -> index of its slot
+        self.started = 0                           # trials suggested so far
 
     def suggest(self, trial_id: str):
-        i = self.started % len(self.levels)
+        i = self.started % len(self.slots)
         config = self.searchers[i].suggest(trial_id)
         if config is None or config is Searcher.FINISHED:
             return config
-        self.level_of[trial_id] = i
-        level, cell = self.levels[i]
+        self.slot_of[trial_id] = i
+        level, cell = self.slots[i]
         config = {**config, **cell}
         if self.vary_seed:
-            config["seed"] = self.seed + self.started // len(self.levels)
+            config["seed"] = self.seed + self.started // len(self.slots)
         self.started += 1
         if level is None:
             return config
         return {**config, "data.imbalance_ratio": level}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id not in self.level_of:
+        if trial_id not in self.slot_of:
             return
         complete = result is not None and all(m in result for m in self.metrics)
-        self.searchers[self.level_of[trial_id]].on_trial_complete(
+        self.searchers[self.slot_of[trial_id]].on_trial_complete(
             trial_id, result if complete else None, error=error or not complete)
 
     def save(self, checkpoint_path: str) -> None:
         # Ray's own OptunaSearch.save pickles its state the same way; this file is
         # written and read by the driver only, never taken from a user.
-        state = {"levels": self.levels, "level_of": self.level_of, "started": self.started,
+        state = {"slots": self.slots, "slot_of": self.slot_of, "started": self.started,
                  "searchers": [s.__dict__ for s in self.searchers]}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
@@ -96,6 +103,9 @@ class LevelSearch(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
-        self.levels, self.level_of, self.started = state["levels"], state["level_of"], state["started"]
+        # a state saved before the rename names them "levels" and "level_of"
+        self.slots = state["slots"] if "slots" in state else state["levels"]
+        self.slot_of = state["slot_of"] if "slot_of" in state else state["level_of"]
+        self.started = state["started"]
         for searcher, saved in zip(self.searchers, state["searchers"]):
             searcher.__dict__.update(saved)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from search_spaces import ce, cl, kpcl, select, supcon
 from trainables import names
-from trainables.config import SMOKE
+from trainables.presets import SMOKE
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
     -> STUDIES[STUDY]: search space + base config
     -> build_tuner: Tuner(tune_trainable, OptunaSearch per imbalance level,
                           callbacks=[MLflow, Parquet, progress])
-    -> trainables.run_trial on the workers, one trial each
+    -> trainables.trial.run_trial on the workers, one trial each
     -> summary: Pareto-optimal trials per imbalance level, where the results are
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from study.plan import SweepPlan, build_plan
 from study.studies import STUDIES
+from trainables.data import DATASETS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="asha: stop weak trials early on validation kNN accuracy (single objective only)")
     g.add_argument("--num-samples", type=int, help="trials in all (grid studies: repeats = seeds)")
     g.add_argument("--epochs", type=int, help="pretraining epochs per trial")
-    g.add_argument("--dataset", help="shapes (default) or digits")
+    g.add_argument("--dataset", help="one of " + ", ".join(DATASETS) + " (default shapes)")
     g.add_argument("--data-root", help="where a dataset's files are")
     g.add_argument("--seed", type=int, default=0, help="first trial seed and Optuna's seed")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -139,9 +140,36 @@ def validate(args: argparse.Namespace) -> SweepPlan:
     return build_plan(args, storage, name)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def configure_environment(address: str | None) -> None:
+    """Every process-wide setting the sweep needs, set here once, before Ray is imported
+    (Ray and Tune read them at import or start).
+
+    - RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 for a local cluster or one at a loopback
+      address: Ray replaces a node IP of 127.0.0.1 by the machine's network address and
+      binds its servers to every interface; this switch (despite its name, a plain one on
+      Linux too) keeps the node IP, and so every server, at 127.0.0.1. It rules out other
+      nodes, so a remote --address does not get it.
+    - no usage statistics; objectives only in a trial's final report (Tune's strict
+      metric check would want them every epoch);
+    - the experiment state (trials, searcher) saved every second rather than Tune's 10 s
+      or more: a killed driver then loses at most a second of bookkeeping, and --resume
+      neither repeats nor invents trials.
+    """
+    host = None if address is None else address.rsplit(":", 1)[0].strip("[]")
+    if address is None or host in LOOPBACK:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_environment(args.address)
     if args.list:
         print(list_studies())
         return 0
@@ -151,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = validate(args)
     except ValueError as e:
         parser.error(str(e))                      # one line, exit status 2
-    from study.runner import loopback_only, run_sweep   # lazy: Ray, Optuna and MLflow import slowly
-    loopback_only(plan.address)                  # before Ray is imported
+    from study.runner import run_sweep   # lazy: Ray, Optuna and MLflow import slowly
     command = " ".join(["python -m study.sweep", *(sys.argv[1:] if argv is None else argv)])
     return run_sweep(plan, git_commit(), versions(), command)
 

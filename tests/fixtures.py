@@ -51,6 +51,19 @@ def sink_metrics(storage: Path, sweep: str, study: str) -> dict[str, tuple[dict,
     return out
 
 
+def unit_rows(m, d, gen, dtype=None):
+    """[m, d] random rows of unit length (float64 unless dtype says otherwise)."""
+    import torch
+    return torch.nn.functional.normalize(torch.randn(m, d, generator=gen, dtype=dtype or torch.float64), dim=1)
+
+
+def two_view_labels(y):
+    """Labels of a two-view batch ordered [view 1 of 0..n-1, view 2 of 0..n-1]."""
+    import torch
+    y = torch.as_tensor(y)
+    return torch.cat([y, y])
+
+
 COUNTS = {0: 12, 1: 6, 2: 3}          # a long-tailed train list
 COLOURS = {0: (220, 30, 30), 1: (30, 220, 30), 2: (30, 30, 220)}
 

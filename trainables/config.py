@@ -4,26 +4,21 @@ Ray and Optuna speak in flat dotted keys ("loss.k", "data.imbalance_ratio");
 `TrialConfig.from_flat` builds the nested config from them and rejects unknown
 keys and out-of-range values with a message naming the key and the allowed range.
 Nothing mutates a config once built; derived values are properties.
+
+The names a config accepts come from the registries (trainables.data.DATASETS,
+trainables.models.ENCODERS, trainables.objectives.LOSSES,
+trainables.selection.STRATEGIES), imported when a config is checked: those
+modules need torch, this one must not at import time. The presets and their
+precedence are in trainables.presets.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import typing
 from dataclasses import dataclass, field
 
-import numpy
-
-DATASET_NAMES = ("shapes", "digits", "cifar10", "cifar100", "imagelist")
-LOSS_NAMES = ("ce", "simclr", "supcon", "kcl")
-ARCH_NAMES = ("cnn", "resnet18", "resnet32", "resnet50", "pixels")
-
-
-def _check(ok: bool, key: str, value, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"{key}={value!r} is invalid: allowed {allowed}")
-
+from trainables.checks import check, coerce
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -58,19 +53,18 @@ class DataConfig:
     download: bool = False             # cifar: fetch (and checksum) through torchvision when online
 
     def __post_init__(self):
-        _check(self.dataset in DATASET_NAMES, "data.dataset", self.dataset, f"one of {DATASET_NAMES}")
-        _check(self.imbalance_ratio >= 1, "data.imbalance_ratio", self.imbalance_ratio, ">= 1")
-        _check(self.total is None or self.total >= 1, "data.total", self.total, ">= 1 or None")
+        from trainables.data import DATASETS
+        check(self.dataset in DATASETS, "data.dataset", self.dataset, f"one of {tuple(DATASETS)}")
+        check(self.imbalance_ratio >= 1, "data.imbalance_ratio", self.imbalance_ratio, ">= 1")
+        check(self.total is None or self.total >= 1, "data.total", self.total, ">= 1 or None")
         for name, low in (("train_per_class", 1), ("val_per_class", 0), ("test_per_class", 1)):
             v = getattr(self, name)
-            _check(v is None or v >= low, f"data.{name}", v, f">= {low} or None")
-        _check(self.image_size is None or self.image_size >= 8, "data.image_size", self.image_size,
+            check(v is None or v >= low, f"data.{name}", v, f">= {low} or None")
+        check(self.image_size is None or self.image_size >= 8, "data.image_size", self.image_size,
                ">= 8 or None")
-        _check(0 <= self.count_power <= 1, "data.count_power", self.count_power, "in [0, 1]")
-        _check(self.dataset != "imagelist" or self.data_root is not None, "data.data_root",
-               self.data_root, "a folder (imagelist needs its image root and list files)")
-        _check(not self.dataset.startswith("cifar") or self.data_root is not None, "data.data_root",
-               self.data_root, "a folder holding the extracted CIFAR files (or --download into it)")
+        check(0 <= self.count_power <= 1, "data.count_power", self.count_power, "in [0, 1]")
+        root = DATASETS[self.dataset].needs_root
+        check(root is None or self.data_root is not None, "data.data_root", self.data_root, root)
 
 
 @dataclass(frozen=True)
@@ -87,14 +81,16 @@ class ModelConfig:
     compile: bool = False
 
     def __post_init__(self):
-        _check(self.arch in ARCH_NAMES, "model.arch", self.arch, f"one of {ARCH_NAMES}")
-        _check(self.width is None or self.width >= 1, "model.width", self.width, ">= 1 or None")
-        _check(self.proj_dim >= 1, "model.proj_dim", self.proj_dim, ">= 1")
+        from trainables.models import ENCODERS
+        check(self.arch in ENCODERS, "model.arch", self.arch, f"one of {tuple(ENCODERS)}")
+        check(self.width is None or self.width >= 1, "model.width", self.width, ">= 1 or None")
+        check(self.proj_dim >= 1, "model.proj_dim", self.proj_dim, ">= 1")
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The pretraining loss. k, mode, queue_size and momentum matter for kcl only."""
+    """The pretraining loss, one of trainables.objectives.LOSSES; which of these keys a
+    loss reads is declared there (k, mode, queue_size and momentum: kcl only)."""
     name: str = "kcl"
     # 0.3, not the literature's 0.1: at CPU batch sizes (128) with SGD, t = 0.1 left
     # KCL and SupCon near log(2B - 1) for several epochs on `shapes` (kNN 0.22 after
@@ -106,16 +102,14 @@ class LossConfig:
     momentum: float = 0.99      # momentum encoder of the queue mode
 
     def __post_init__(self):
-        _check(self.name in LOSS_NAMES, "loss.name", self.name, f"one of {LOSS_NAMES}")
-        _check(self.temperature > 0, "loss.temperature", self.temperature, "> 0")
-        _check(self.k >= 0, "loss.k", self.k, ">= 0")
-        _check(self.mode in ("batch", "queue"), "loss.mode", self.mode, "'batch' or 'queue'")
-        _check(self.queue_size >= 1, "loss.queue_size", self.queue_size, ">= 1")
-        _check(0 <= self.momentum < 1, "loss.momentum", self.momentum, "in [0, 1)")
-
-    @property
-    def contrastive(self) -> bool:
-        return self.name != "ce"
+        from trainables.objectives import LOSSES
+        check(self.name in LOSSES, "loss.name", self.name, f"one of {tuple(LOSSES)}")
+        check(self.temperature > 0, "loss.temperature", self.temperature, "> 0")
+        check(self.k >= 0, "loss.k", self.k, ">= 0")
+        modes = tuple(LOSSES[self.name].modes)
+        check(self.mode in modes, "loss.mode", self.mode, f"one of {modes} with loss.name={self.name!r}")
+        check(self.queue_size >= 1, "loss.queue_size", self.queue_size, ">= 1")
+        check(0 <= self.momentum < 1, "loss.momentum", self.momentum, "in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -132,12 +126,12 @@ class OptimConfig:
     schedule: str = "cosine"
 
     def __post_init__(self):
-        _check(self.epochs >= 0, "optim.epochs", self.epochs, ">= 0")
-        _check(self.batch_size >= 2, "optim.batch_size", self.batch_size, ">= 2")
-        _check(self.lr > 0, "optim.lr", self.lr, "> 0")
-        _check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
-        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
-        _check(self.schedule in ("cosine", "constant"), "optim.schedule", self.schedule,
+        check(self.epochs >= 0, "optim.epochs", self.epochs, ">= 0")
+        check(self.batch_size >= 2, "optim.batch_size", self.batch_size, ">= 2")
+        check(self.lr > 0, "optim.lr", self.lr, "> 0")
+        check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
+        check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        check(self.schedule in ("cosine", "constant"), "optim.schedule", self.schedule,
                "'cosine' or 'constant'")
 
 
@@ -151,10 +145,10 @@ class ProbeConfig:
     balanced_sampling: bool = False   # class-balanced sampling for the long-tailed probe
 
     def __post_init__(self):
-        _check(self.epochs >= 1, "probe.epochs", self.epochs, ">= 1")
-        _check(self.batch_size >= 1, "probe.batch_size", self.batch_size, ">= 1")
-        _check(self.lr > 0, "probe.lr", self.lr, "> 0")
-        _check(self.weight_decay >= 0, "probe.weight_decay", self.weight_decay, ">= 0")
+        check(self.epochs >= 1, "probe.epochs", self.epochs, ">= 1")
+        check(self.batch_size >= 1, "probe.batch_size", self.batch_size, ">= 1")
+        check(self.lr > 0, "probe.lr", self.lr, "> 0")
+        check(self.weight_decay >= 0, "probe.weight_decay", self.weight_decay, ">= 0")
 
 
 @dataclass(frozen=True)
@@ -166,11 +160,11 @@ class EvalConfig:
     knn_temperature: float = 0.07
 
     def __post_init__(self):
-        _check(self.sigma > 0, "eval.sigma", self.sigma, "> 0")
-        _check(self.groups in ("auto", "thirds", "imagenet"), "eval.groups", self.groups,
+        check(self.sigma > 0, "eval.sigma", self.sigma, "> 0")
+        check(self.groups in ("auto", "thirds", "imagenet"), "eval.groups", self.groups,
                "'auto', 'thirds' or 'imagenet'")
-        _check(self.knn_k >= 1, "eval.knn_k", self.knn_k, ">= 1")
-        _check(self.knn_temperature > 0, "eval.knn_temperature", self.knn_temperature, "> 0")
+        check(self.knn_k >= 1, "eval.knn_k", self.knn_k, ">= 1")
+        check(self.knn_temperature > 0, "eval.knn_temperature", self.knn_temperature, "> 0")
 
 
 @dataclass(frozen=True)
@@ -189,13 +183,18 @@ class SelectConfig:
             budgets = self.budget_list
         except ValueError:
             budgets = [0]
-        _check(all(b >= 1 for b in budgets), "select.budgets", self.budgets,
+        check(all(b >= 1 for b in budgets), "select.budgets", self.budgets,
                "comma-separated positive integers, e.g. '10,20,40'")
         from trainables.selection import STRATEGIES
-        _check(all(n in STRATEGIES for n in self.strategy_list), "select.strategies", self.strategies,
+        check(all(n in STRATEGIES for n in self.strategy_list), "select.strategies", self.strategies,
                f"'all' or comma-separated names from {sorted(STRATEGIES)}")
-        _check(0 < self.delta <= 2, "select.delta", self.delta, "in (0, 2] (distances of unit vectors)")
-        _check(self.multiplier >= 1, "select.multiplier", self.multiplier, ">= 1")
+        check(0 < self.delta <= 2, "select.delta", self.delta, "in (0, 2] (distances of unit vectors)")
+        check(self.multiplier >= 1, "select.multiplier", self.multiplier, ">= 1")
+
+    def keys(self) -> list[str]:
+        """The keys that matter only when budgets are set: the strategies and their knobs."""
+        from trainables.selection import STRATEGIES
+        return ["select.strategies", *sorted({f"select.{k}" for s in STRATEGIES.values() for k in s.knobs})]
 
     @property
     def budget_list(self) -> list[int]:
@@ -224,11 +223,9 @@ class TrialConfig:
     device: str = "auto"        # "auto" = cuda when available, else cpu
 
     def __post_init__(self):
-        _check(self.model.arch != "pixels" or self.optim.epochs == 0, "optim.epochs",
+        check(self.model.arch != "pixels" or self.optim.epochs == 0, "optim.epochs",
                self.optim.epochs, "0 with model.arch='pixels' (it has nothing to train)")
-        _check(self.loss.mode == "batch" or self.loss.name == "kcl", "loss.mode", self.loss.mode,
-               "'queue' only with loss.name='kcl'")
-        _check(self.device == "auto" or self.device.startswith(("cpu", "cuda", "mps")),
+        check(self.device == "auto" or self.device.startswith(("cpu", "cuda", "mps")),
                "device", self.device, "'auto', 'cpu', 'cuda[:N]' or 'mps'")
 
     @property
@@ -241,26 +238,17 @@ class TrialConfig:
     @classmethod
     def from_flat(cls, flat: dict[str, typing.Any]) -> "TrialConfig":
         """Build from dotted keys; unknown keys and invalid values raise ValueError."""
-        allowed = set(flat_keys())
-        unknown = sorted(set(flat) - allowed)
+        unknown = sorted(set(flat) - set(flat_keys()))
         if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; allowed: {sorted(allowed)}")
-        parts: dict[str, dict] = {}
-        top: dict[str, typing.Any] = {}
+            raise ValueError(f"unknown config key(s) {unknown}; allowed: {sorted(flat_keys())}")
+        kwargs: dict[str, typing.Any] = {}
         for key, value in flat.items():
             section, _, name = key.rpartition(".")
             if section:
-                parts.setdefault(section, {})[name] = value
+                kwargs.setdefault(section, {})[name] = coerce(_SECTIONS[section], name, value, key)
             else:
-                top[key] = value
-        kwargs = {}
-        for f in dataclasses.fields(cls):
-            if f.name in parts:
-                sub = _SECTIONS[f.name]
-                kwargs[f.name] = sub(**{n: _coerce(sub, n, v, f"{f.name}.{n}") for n, v in parts[f.name].items()})
-            elif f.name in top:
-                kwargs[f.name] = _coerce(cls, f.name, top[f.name], f.name)
-        return cls(**kwargs)
+                kwargs[key] = coerce(cls, key, value, key)
+        return cls(**{k: _SECTIONS[k](**v) if k in _SECTIONS else v for k, v in kwargs.items()})
 
     def to_flat(self, active_only: bool = False) -> dict[str, typing.Any]:
         """The resolved config as dotted keys (the inverse of from_flat).
@@ -280,22 +268,15 @@ class TrialConfig:
         return out
 
     def inactive_keys(self) -> list[str]:
-        """Config keys that have no effect on this trial."""
-        loss = self.loss
-        inactive = []
-        if not loss.contrastive:
-            inactive += ["loss.temperature", "model.proj_dim"]
-        if loss.name != "kcl":
-            inactive += ["loss.k", "loss.mode"]
-        if loss.mode != "queue":
-            inactive += ["loss.queue_size", "loss.momentum"]
+        """Config keys that have no effect on this trial: the loss-specific keys its loss
+        does not read, the dataset-specific keys its dataset does not read (both declared
+        in their registries), and the selection's knobs when it selects nothing."""
+        from trainables.data import DATA_KEYS, DATASETS
+        from trainables.objectives import LOSS_KEYS, LOSSES
+        active = LOSSES[self.loss.name].keys(self.loss.mode) | set(DATASETS[self.data.dataset].reads)
+        inactive = sorted((LOSS_KEYS | DATA_KEYS) - active)
         if not self.select.budget_list:
-            inactive += ["select.strategies", "select.delta", "select.multiplier"]
-        if self.data.dataset == "imagelist":
-            inactive += ["data.imbalance_ratio", "data.total"]
-        else:
-            inactive += ["data.count_power", "data.train_list", "data.val_list", "data.test_list",
-                         "data.image_root", "data.profile_list", "data.image_size", "data.cache_dir"]
+            inactive += self.select.keys()
         return inactive
 
 
@@ -306,50 +287,3 @@ _SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(TrialConfig)
 def flat_keys() -> list[str]:
     """Every dotted key `from_flat` accepts."""
     return list(TrialConfig().to_flat())
-
-
-def _coerce(cls, name: str, value, key: str):
-    """Check a value against its field's annotation; ints may arrive as integral floats."""
-    hint = typing.get_type_hints(cls)[name]
-    options = typing.get_args(hint) or (hint,)
-    if value is None:
-        _check(type(None) in options, key, value, "a value (None is not allowed here)")
-        return None
-    # numbers.* also admit the numpy scalars that search libraries hand over.
-    is_bool = isinstance(value, (bool, numpy.bool_))
-    if bool in options:
-        _check(is_bool, key, value, "true or false")
-        return bool(value)
-    if int in options:
-        ok = not is_bool and (isinstance(value, numbers.Integral) or (
-            isinstance(value, numbers.Real) and float(value).is_integer()))
-        _check(ok, key, value, "an integer")
-        return int(value)
-    if float in options:
-        _check(isinstance(value, numbers.Real) and not is_bool, key, value, "a number")
-        return float(value)
-    _check(isinstance(value, str), key, value, "a string")
-    return value
-
-
-# Defaults that come with --dataset, from the literature (sources in the README):
-# KCL's own code (bingykang/BalFeat: k = 6, t = 0.07, batch 256, lr 0.1, wd 5e-4,
-# 200 epochs, cosine) and the long-tail literature's CIFAR backbone (ResNet-32, as
-# in PaCo's CIFAR-LT scripts). The queue is sized for CIFAR-LT's ~11-12k images,
-# not ImageNet's 65,536.
-_LITERATURE = {"loss.k": 6, "loss.temperature": 0.07, "optim.batch_size": 256, "optim.lr": 0.1,
-               "optim.weight_decay": 5e-4, "optim.epochs": 200, "loss.queue_size": 4096,
-               "loss.momentum": 0.999}
-DATASET_PRESETS = {
-    "cifar10": {**_LITERATURE, "model.arch": "resnet32", "data.imbalance_ratio": 100.0},
-    "cifar100": {**_LITERATURE, "model.arch": "resnet32", "data.imbalance_ratio": 100.0},
-    "imagelist": {**_LITERATURE, "model.arch": "resnet50", "data.image_size": 224},
-}
-
-# Every entry point's --smoke: a whole trial in seconds on two CPU cores.
-SMOKE = {
-    "data.train_per_class": 60, "data.val_per_class": 10, "data.test_per_class": 20,
-    "model.width": 8, "model.proj_dim": 32,
-    "optim.epochs": 2, "optim.batch_size": 64,
-    "probe.epochs": 20, "loss.queue_size": 256,
-}

@@ -17,6 +17,7 @@ A loss is the choice of mask:
     KCL:    P_i = {the other view of i} + k rows drawn at random from the other
             rows with i's label (all of them when fewer than k exist)
 so KCL(k=0) == SimCLR and KCL(k >= largest same-class count) == SupCon.
+Each mask is registered with its objective in trainables.objectives.LOSSES.
 """
 
 from __future__ import annotations
@@ -121,6 +122,3 @@ def kcl_mask(labels: torch.Tensor, k: int, generator=None) -> torch.Tensor:
     extra = sample_k_per_row(same_label_mask(labels) & ~view, k, generator)
     return view | extra
 
-
-# The contrastive losses differ only in their mask (architecture note, "Losses").
-MASKS = {"simclr": simclr_mask, "supcon": supcon_mask, "kcl": kcl_mask}

@@ -1,4 +1,5 @@
-"""Pretraining objectives: the encoder plus what a loss needs around it.
+"""Pretraining objectives: the encoder plus what a loss needs around it, and LOSSES,
+the registry that `loss.name` (and `loss.mode`) choose from.
 
 The training loop sees one interface, chosen once at construction from LOSSES:
 
@@ -8,24 +9,43 @@ The training loop sees one interface, chosen once at construction from LOSSES:
                                             ids: [B] image indices in the pool;
                                             n_pos: mean positives per anchor ([] tensor)
                                             or None for cross-entropy
+    objective.reads                         config keys it reads beyond the ones
+                                            every trial reads (data, model, optim, probe, eval)
+
+Adding a contrastive loss: a mask function in trainables.losses, and one entry
+`"name": Loss({"batch": BatchContrastive}, mask=name_mask)` below. Any other loss:
+an objective class with the interface above, and its entry (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from trainables.config import TrialConfig
-from trainables.losses import MASKS, contrastive_loss, same_label_mask, sample_k_per_row
+from trainables.losses import (
+    contrastive_loss,
+    kcl_mask,
+    same_label_mask,
+    sample_k_per_row,
+    simclr_mask,
+    supcon_mask,
+)
 from trainables.models import projection_head
+
+
+CONTRASTIVE_KEYS = ("loss.temperature", "model.proj_dim")
 
 
 class CrossEntropy(nn.Module):
     """Supervised CE: a linear head on the encoder's features, one view."""
     views = 1
+    reads = ()
 
     def __init__(self, encoder: nn.Module, num_classes: int, cfg: TrialConfig, generator=None):
         super().__init__()
@@ -40,15 +60,16 @@ class BatchContrastive(nn.Module):
     """SimCLR, SupCon or batch-mode KCL: positives come from the 2B rows of the batch.
 
     z = normalize(g(f([x1; x2]))), rows [view 1 of images 0..B-1, view 2 of 0..B-1];
-    the loss's mask function picks the positives.
+    the loss's mask function (its LOSSES entry) picks the positives.
     """
     views = 2
+    reads = CONTRASTIVE_KEYS
 
     def __init__(self, encoder: nn.Module, num_classes: int, cfg: TrialConfig, generator=None):
         super().__init__()
         self.encoder = encoder
         self.head = projection_head(encoder.feature_dim, cfg.model.proj_dim)
-        self.mask_fn = MASKS[cfg.loss.name]
+        self.mask_fn = LOSSES[cfg.loss.name].mask
         self.k, self.temperature, self.generator = cfg.loss.k, cfg.loss.temperature, generator
 
     def forward(self, views, y, ids):
@@ -75,6 +96,7 @@ class QueueKCL(nn.Module):
     batch are negatives too, which blunts it.
     """
     views = 2
+    reads = (*CONTRASTIVE_KEYS, "loss.queue_size", "loss.momentum")
 
     def __init__(self, encoder: nn.Module, num_classes: int, cfg: TrialConfig, generator=None):
         super().__init__()
@@ -140,13 +162,31 @@ class QueueKCL(nn.Module):
         return (loss1 + loss2) / 2, (pos1 + pos2) / 2
 
 
+@dataclass(frozen=True)
+class Loss:
+    """A registered loss: its objective per `loss.mode`, the positives' mask of a
+    batch-contrastive loss, and config keys it reads beyond its objective's."""
+    modes: dict[str, type[nn.Module]]
+    mask: Callable | None = None          # labels [2n], k, generator -> [2n, 2n] bool
+    reads: tuple[str, ...] = field(default=())
+
+    def keys(self, mode: str) -> set[str]:
+        """Every config key a trial with this loss and mode reads (of LOSS_KEYS)."""
+        choice = ("loss.mode",) if len(self.modes) > 1 else ()
+        return {*self.reads, *self.modes[mode].reads, *choice}
+
+
+LOSSES = {
+    "ce": Loss({"batch": CrossEntropy}),
+    "simclr": Loss({"batch": BatchContrastive}, mask=simclr_mask),
+    "supcon": Loss({"batch": BatchContrastive}, mask=supcon_mask),
+    # KCL draws its extra positives from the batch, or from a MoCo-style queue
+    "kcl": Loss({"batch": BatchContrastive, "queue": QueueKCL}, mask=kcl_mask, reads=("loss.k",)),
+}
+# Every loss-specific key: a trial leaves the ones its loss does not read null in its results.
+LOSS_KEYS = set().union(*(loss.keys(mode) for loss in LOSSES.values() for mode in loss.modes))
+
+
 def build_objective(encoder: nn.Module, num_classes: int, cfg: TrialConfig, generator=None) -> nn.Module:
-    """The objective for cfg.loss, chosen once; KCL picks its batch or queue form."""
-    if cfg.loss.name == "kcl" and cfg.loss.mode == "queue":
-        return QueueKCL(encoder, num_classes, cfg, generator)
-    return LOSSES[cfg.loss.name](encoder, num_classes, cfg, generator)
-
-
-# name -> objective class (queue-mode KCL is chosen by build_objective from loss.mode)
-LOSSES = {"ce": CrossEntropy, "simclr": BatchContrastive, "supcon": BatchContrastive,
-          "kcl": BatchContrastive}
+    """The objective of cfg.loss (its name and mode), chosen once."""
+    return LOSSES[cfg.loss.name].modes[cfg.loss.mode](encoder, num_classes, cfg, generator)

@@ -61,6 +61,37 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def make_optimizer(objective: nn.Module, cfg: TrialConfig, total_steps: int):
+    """(SGD with momentum and weight decay, its per-step cosine or constant schedule)."""
+    opt = torch.optim.SGD(objective.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                          weight_decay=cfg.optim.weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total_steps))
+
+
+def make_views(x_uint8: torch.Tensor, data: TrainSet, views: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """`views` normalised, independently augmented copies of a batch [B, C, H, W] uint8."""
+    x = x_uint8.float() / 255
+    return [(augment(x, data.kind, generator) - data.mean) / data.std for _ in range(views)]
+
+
+def train_step(objective: nn.Module, opt, sched, views: list[torch.Tensor], y: torch.Tensor,
+               ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimisation step: the objective's loss on the views, backward, SGD, schedule.
+
+    views: list of [B, C, H, W] (objective.views of them); y: [B] labels; ids: [B] pool
+    indices. Returns the detached loss and mean positives per anchor (None for CE), both
+    still on the device: reading them here would make the host wait every step.
+    `study.bench` times this very function.
+    """
+    with _autocast(views[0].device):
+        loss, n_pos = objective(views, y, ids)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.detach(), None if n_pos is None else n_pos.detach()
+
+
 def knn_accuracy(encoder: nn.Module, data: TrainSet, cfg: TrialConfig) -> float:
     """Balanced validation accuracy of a kNN vote over the train set's features
     (NaN without a validation set, e.g. CIFAR's literature subsets)."""
@@ -114,9 +145,7 @@ def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: 
     n = len(data.indices)
     batch = min(cfg.optim.batch_size, n)
     steps = n // batch
-    opt = torch.optim.SGD(objective.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                          weight_decay=cfg.optim.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps * cfg.optim.epochs))
+    opt, sched = make_optimizer(objective, cfg, steps * cfg.optim.epochs)
     if resume is not None:
         _restore(resume, objective, opt, sched, generator, out)
     objective.train()
@@ -127,18 +156,11 @@ def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: 
         perm = data.indices[torch.randperm(n, generator=generator, device=device)]
         for s in range(steps):
             idx = perm[s * batch:(s + 1) * batch]
-            x = data.images[idx].float() / 255
-            views = [(augment(x, data.kind, generator) - data.mean) / data.std
-                     for _ in range(objective.views)]
-            with _autocast(device):
-                loss, n_pos = objective(views, data.labels[idx], idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach()
+            views = make_views(data.images[idx], data, objective.views, generator)
+            loss, n_pos = train_step(objective, opt, sched, views, data.labels[idx], idx)
+            loss_sum += loss
             if n_pos is not None:
-                pos_sum += n_pos.detach()
+                pos_sum += n_pos
         mean_loss = float(loss_sum) / steps          # the epoch's one host-device sync
         out.train_seconds += time.perf_counter() - start
         out.images_seen += steps * batch

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainables.config import DATASET_PRESETS, SMOKE, TrialConfig
+from trainables.config import TrialConfig
 from trainables.data import Splits, balanced_indices, load_splits, longtail_indices
 from trainables.metrics import balancedness, per_class_accuracy, summarize
 from trainables.models import build_encoder
 from trainables.objectives import build_objective
+from trainables.presets import SMOKE, parse_set, resolve
 from trainables.pretrain import TrainSet, pretrain
 from trainables.probe import extract_features, fit_linear_probe, predict
 from trainables.selection import STRATEGIES, measures, select
@@ -85,13 +86,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _train_set(plan: DataPlan, device: torch.device) -> TrainSet:
+def build_train_set(plan: DataPlan, device: torch.device) -> TrainSet:
+    """What the loop reads, moved to the training device once."""
     s = plan.splits
     stat = lambda v: torch.tensor(v, device=device).view(-1, 1, 1).float()  # noqa: E731
     return TrainSet(images=s.pool_x.to(device), labels=s.pool_y.to(device),
                     indices=plan.lt_indices.to(device), val_images=s.val_x.to(device),
                     val_labels=s.val_y.to(device), mean=stat(s.mean), std=stat(s.std),
                     kind=s.kind, num_classes=s.num_classes)
+
+
+def build_trial_objective(cfg: TrialConfig, image_shape, num_classes: int, device: torch.device,
+                          generator: torch.Generator) -> torch.nn.Module:
+    """The encoder and its objective (cfg.loss) on `device`, as every trial and the
+    benchmark train them. image_shape: (C, H, W) of the dataset's images."""
+    encoder = build_encoder(cfg.model.arch, image_shape[0], cfg.model.width, image_shape[-1])
+    objective = build_objective(encoder, num_classes, cfg, generator).to(device)
+    # channels_last on every device: oneDNN's CPU convolutions run the small CNN's
+    # training step 1.7x faster in it (study.bench), cuDNN's bf16 ones use tensor cores.
+    objective = objective.to(memory_format=torch.channels_last)
+    if device.type == "cuda" and cfg.model.compile:
+        objective.encoder.compile()        # in place: parameter names (checkpoints) unchanged
+    return objective
 
 
 def _features(encoder, data: TrainSet, plan: DataPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -163,17 +179,10 @@ def run_trial(cfg: TrialConfig, report: Callable[[dict, Callable[[], dict]], Non
     torch.manual_seed(cfg.seed)                       # initialisation
     device = resolve_device(cfg.device)
     plan = plan_data(cfg)
-    data = _train_set(plan, device)
+    data = build_train_set(plan, device)
     gen = torch.Generator(device).manual_seed(cfg.seed)
     s = plan.splits
-    encoder = build_encoder(cfg.model.arch, s.pool_x.shape[1], cfg.model.width, s.pool_x.shape[-1])
-    objective = build_objective(encoder, s.num_classes, cfg, gen).to(device)
-    # channels_last on every device: oneDNN's CPU convolutions run the small CNN's
-    # training step 1.7x faster in it (study.bench), cuDNN's bf16 ones use tensor cores.
-    objective = objective.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        if cfg.model.compile:
-            objective.encoder.compile()    # in place: parameter names (checkpoints) unchanged
+    objective = build_trial_objective(cfg, s.pool_x.shape[1:], s.num_classes, device, gen)
     outcome = pretrain(objective, data, cfg, gen, report, resume)
     result = TrialResult(status=outcome.status, config=cfg.to_flat(), seed=cfg.seed,
                          num_classes=s.num_classes, class_counts=plan.class_counts,
@@ -201,20 +210,6 @@ FLAGS = {"loss": ("loss.name", str), "k": ("loss.k", int), "temperature": ("loss
          "sigma": ("eval.sigma", float), "seed": ("seed", int), "device": ("device", str)}
 
 
-def parse_set(items: list[str]) -> dict:
-    """["loss.k=6", "data.total=null"] -> {"loss.k": 6, "data.total": None} (values as JSON, else strings)."""
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainables.trial", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -229,15 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrialConfig:
-    """The dataset's literature preset (not with --smoke), the smoke preset, then --set,
-    then the shorthand flags (later wins)."""
-    flat = {} if args.smoke else dict(DATASET_PRESETS.get(args.dataset, {}))
-    flat.update(SMOKE if args.smoke else {})
-    flat.update(parse_set(args.set))
-    flat.update({key: getattr(args, name) for name, (key, _) in FLAGS.items()
-                 if getattr(args, name) is not None})
-    if args.download:
-        flat["data.download"] = True
+    """The flat config by trainables.presets.resolve: --smoke, the --dataset preset,
+    --set, then the shorthand flags (later wins)."""
+    flags = {key: getattr(args, name) for name, (key, _) in FLAGS.items() if name != "dataset"}
+    flags["data.download"] = True if args.download else None
+    gpu = resolve_device(args.device or "auto").type == "cuda"
+    flat = resolve(parse_set(args.set), flags, budget=SMOKE if args.smoke else None,
+                   dataset=args.dataset, smoke=args.smoke, gpu=gpu)
     return TrialConfig.from_flat(flat)
 
 

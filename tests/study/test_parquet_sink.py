@@ -6,7 +6,8 @@ import pytest
 
 from analysis.results import load_history, load_results
 from study.parquet_sink import ParquetSink
-from trainables.config import SMOKE, TrialConfig
+from trainables.config import TrialConfig
+from trainables.presets import SMOKE
 from trainables.trial import run_trial
 
 PROVENANCE = {"study": "kpcl", "sweep": "t", "git_commit": "abc", "versions": {"torch": "x"}}

@@ -4,7 +4,8 @@ import optuna
 import pytest
 
 from study.studies import BASE, STUDIES, budget
-from trainables.config import SMOKE, TrialConfig
+from trainables.config import TrialConfig
+from trainables.presets import SMOKE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -153,3 +153,20 @@ def test_small_classes_are_fine_for_losses_without_k(study, tmp_path, monkeypatc
     argv = [study, "--smoke", "--set", "data.train_per_class=6", "--imbalance-levels", "1",
             "--storage", str(tmp_path)]
     assert main(argv) == 0
+
+
+@pytest.mark.parametrize("sets, limit", [([], 118), (["--set", "optim.batch_size=16"], 30)],
+                         ids=["class-bound", "batch-bound"])
+def test_a_fixed_kcl_k_is_refused_from_2m_minus_2_on(sets, limit, tmp_path, monkeypatch, capsys):
+    # fig2 --smoke: the largest class has n = 60 train images (smoke pool, no fixed total).
+    # With batch 64, m = min(60, 64) = 60: k = 2m - 2 = 118 already takes every same-label
+    # row (KCL == SupCon, test_losses); with batch 16 an anchor shares its batch with at
+    # most 15 of its class, m = 16, and the bound is 30.
+    planned = []
+    monkeypatch.setattr(study.runner, "run_sweep", lambda plan, *args: planned.append(plan) or 0)
+    argv = ["fig2", "--smoke", *sets, "--storage", str(tmp_path)]
+    assert main([*argv, "--set", f"loss.k={limit - 1}", "--name", "below"]) == 0
+    assert planned[0].base["loss.k"] == limit - 1
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--set", f"loss.k={limit}", "--name", "at"])
+    assert exit_.value.code == 2 and f"pick k < {limit}" in capsys.readouterr().err

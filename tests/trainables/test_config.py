@@ -2,7 +2,8 @@ import dataclasses
 
 import pytest
 
-from trainables.config import SMOKE, TrialConfig, flat_keys
+from trainables.config import TrialConfig, flat_keys
+from trainables.presets import SMOKE
 
 
 def test_defaults_round_trip_through_flat_keys():
@@ -41,9 +42,22 @@ def test_queue_mode_belongs_to_kcl_only():
 
 
 def test_config_is_frozen():
-    cfg = TrialConfig()
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.loss.k = 3
+    # A config is a value: rebuilt from its flat keys it is equal, hashes equal, and serves
+    # as the same dict key; one nested knob apart it is another value.
+    cfg = TrialConfig.from_flat({"loss.name": "supcon", "loss.temperature": 0.2,
+                                 "data.imbalance_ratio": 50, "seed": 3})
+    again = TrialConfig.from_flat(cfg.to_flat())
+    assert again is not cfg and again == cfg and hash(again) == hash(cfg)
+    other = TrialConfig.from_flat({**cfg.to_flat(), "loss.temperature": 0.25})
+    assert other != cfg
+    assert {cfg: "a", again: "b", other: "c"} == {cfg: "b", other: "c"}
+    # nothing can change it after construction, neither a top-level field nor a nested section's
+    for obj, name, value in ((cfg, "seed", 4), (cfg, "loss", TrialConfig().loss),
+                             (cfg.loss, "temperature", 0.5), (cfg.data, "imbalance_ratio", 1.0)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, name, value)
+    assert (cfg.seed, cfg.loss.name, cfg.loss.temperature, cfg.data.imbalance_ratio) == (3, "supcon", 0.2, 50.0)
+    assert cfg == again and hash(cfg) == hash(again)
 
 
 def test_unknown_keys_are_rejected_by_name():
@@ -60,7 +74,7 @@ def test_unknown_keys_are_rejected_by_name():
     ("data.imbalance_ratio", 0.5, ">= 1"),
     ("loss.name", "triplet", "one of"),
     ("data.dataset", "mnist", "one of"),
-    ("loss.mode", "ring", "'batch' or 'queue'"),
+    ("loss.mode", "ring", "one of ('batch', 'queue')"),
     ("eval.sigma", 0.0, "> 0"),
     ("optim.lr", 0.0, "> 0"),
     ("optim.epochs", -1, ">= 0"),
@@ -84,11 +98,6 @@ def test_smoke_preset_is_a_valid_config():
     assert cfg.optim.epochs <= 3 and cfg.data.train_per_class <= 100
 
 
-def test_contrastive_property():
-    assert not TrialConfig.from_flat({"loss.name": "ce"}).loss.contrastive
-    assert all(TrialConfig.from_flat({"loss.name": n}).loss.contrastive for n in ("simclr", "supcon", "kcl"))
-
-
 def test_active_only_hides_the_knobs_a_loss_ignores():
     ce = TrialConfig.from_flat({"loss.name": "ce"}).to_flat(active_only=True)
     assert ce["loss.k"] is None and ce["loss.temperature"] is None and ce["optim.lr"] == 0.05
@@ -98,3 +107,37 @@ def test_active_only_hides_the_knobs_a_loss_ignores():
     assert kcl["loss.k"] == 4 and kcl["loss.queue_size"] is None
     queue = TrialConfig.from_flat({"loss.name": "kcl", "loss.mode": "queue"}).to_flat(active_only=True)
     assert queue["loss.queue_size"] == 4096
+
+
+@pytest.mark.parametrize("flat, inactive", [
+    ({"loss.name": "ce"}, {"loss.temperature", "model.proj_dim", "loss.k", "loss.mode", "loss.queue_size",
+                           "loss.momentum"}),
+    ({"loss.name": "supcon"}, {"loss.k", "loss.mode", "loss.queue_size", "loss.momentum"}),
+    ({"loss.name": "kcl"}, {"loss.queue_size", "loss.momentum"}),
+    ({"loss.name": "kcl", "loss.mode": "queue"}, set()),
+])
+def test_inactive_loss_keys_follow_what_each_objective_declares(flat, inactive):
+    from trainables.objectives import LOSS_KEYS
+    cfg = TrialConfig.from_flat(flat)
+    assert set(cfg.inactive_keys()) & LOSS_KEYS == inactive
+    # shapes reads the imbalance and the total, none of the list or download keys
+    assert {"data.download", "data.count_power", "data.train_list"} <= set(cfg.inactive_keys())
+    assert not {"data.imbalance_ratio", "data.total"} & set(cfg.inactive_keys())
+
+
+def test_a_new_loss_is_one_registry_entry(monkeypatch):
+    import torch
+
+    from trainables.losses import supcon_mask
+    from trainables.models import build_encoder
+    from trainables.objectives import LOSSES, BatchContrastive, Loss, build_objective
+    with pytest.raises(ValueError, match="loss.name"):
+        TrialConfig.from_flat({"loss.name": "allpos"})
+    monkeypatch.setitem(LOSSES, "allpos", Loss({"batch": BatchContrastive}, mask=supcon_mask))
+    cfg = TrialConfig.from_flat({"loss.name": "allpos", "model.width": 4, "model.proj_dim": 8})
+    assert {"loss.k", "loss.mode"} <= set(cfg.inactive_keys()) and "loss.temperature" not in cfg.inactive_keys()
+    objective = build_objective(build_encoder("cnn", 3, 4, 32), 10, cfg)
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 0, 1, 2])
+    loss, n_pos = objective([x, x.flip(-1)], y, torch.arange(4))
+    # supcon's positives over both views: the 4 rows of class 0 have 3 each, the 4 others 1: 16 / 8
+    assert n_pos == 2.0

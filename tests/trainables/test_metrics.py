@@ -3,7 +3,6 @@ class groups and the per-probe summary."""
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 
@@ -27,9 +26,11 @@ def test_balancedness_two_classes_sigma_one():
 
 
 def test_balancedness_default_sigma_is_point_one():
-    assert inspect.signature(balancedness).parameters["sigma"].default == 0.1
-    acc = [0.9, 0.7, 0.4]
-    assert balancedness(acc) == balancedness(acc, sigma=0.1)
+    # Without sigma: the kernel exp(-d^2 / 0.1). [0, 1]: two pairs at d = 0, two at d = 1.
+    assert balancedness([0.0, 1.0]) == pytest.approx((2 + 2 * math.exp(-1 / 0.1)) / 4, rel=1e-12)
+    # [0.2, 0.5]: d^2 = 0.09 -> (1 + e^-0.9) / 2 = 0.70328, not sigma 1's (1 + e^-0.09) / 2 = 0.95697
+    assert balancedness([0.2, 0.5]) == pytest.approx((1 + math.exp(-0.9)) / 2, rel=1e-12)
+    assert balancedness([0.2, 0.5], sigma=1.0) == pytest.approx((1 + math.exp(-0.09)) / 2, rel=1e-12)
 
 
 def test_balancedness_three_classes_hand_computed():

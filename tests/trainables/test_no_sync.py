@@ -12,7 +12,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import trainables.trial as trial
-from trainables.config import SMOKE, TrialConfig
+from trainables.config import TrialConfig
+from trainables.presets import SMOKE
 from trainables.objectives import LOSSES
 
 SYNCING = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "nonzero", "masked_select",

@@ -1,7 +1,9 @@
+import pytest
 import torch
+import torch.nn.functional as F
 
 from trainables.config import TrialConfig
-from trainables.losses import contrastive_loss
+from trainables.losses import contrastive_loss, kcl_mask, simclr_mask, supcon_mask
 from trainables.models import build_encoder
 from trainables.objectives import LOSSES, QueueKCL, build_objective
 
@@ -10,22 +12,73 @@ def _cfg(**flat):
     return TrialConfig.from_flat({"model.width": 4, "model.proj_dim": 8, **flat})
 
 
-def _objective(**flat):
+def _objective(generator_seed=0, **flat):
     torch.manual_seed(0)
     cfg = _cfg(**flat)
     enc = build_encoder("cnn", 3, cfg.model.width, 32)
-    return build_objective(enc, 10, cfg, torch.Generator().manual_seed(0))
+    return build_objective(enc, 10, cfg, torch.Generator().manual_seed(generator_seed))
 
 
-def test_every_registered_loss_builds_and_gives_a_finite_differentiable_loss():
-    x = [torch.randn(6, 3, 32, 32), torch.randn(6, 3, 32, 32)]
-    y = torch.tensor([0, 0, 1, 2, 2, 2])
-    for name in LOSSES:
-        obj = _objective(**{"loss.name": name})
-        loss, _ = obj(x[: obj.views], y, torch.arange(6))
-        loss.backward()
-        assert torch.isfinite(loss)
-        assert all(torch.isfinite(p.grad).all() for p in obj.parameters() if p.grad is not None)
+Y = torch.tensor([0, 0, 1, 2, 2, 2])
+# Mean positives per anchor over the 12 rows [view 1; view 2] of labels Y (class 0: 4 rows,
+# class 1: 2 rows, class 2: 6 rows), by hand:
+#   simclr:  the other view only                                   -> 1
+#   supcon:  every other same-label row: (4*3 + 2*1 + 6*5) / 12     -> 11/3
+#   kcl k=2: the other view + min(2, the other same-label rows):
+#            (4*(1 + 2) + 2*(1 + 0) + 6*(1 + 2)) / 12               -> 8/3
+CONTRASTIVE = {
+    "simclr": (lambda labels, generator: simclr_mask(labels), 1.0),
+    "supcon": (lambda labels, generator: supcon_mask(labels), 11 / 3),
+    "kcl": (lambda labels, generator: kcl_mask(labels, 2, generator), 8 / 3),
+}
+
+
+def _views():
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(6, 3, 32, 32, generator=g) for _ in range(2)]
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_registered_loss_equals_its_formula_and_trains_every_parameter(name):
+    obj = _objective(**{"loss.name": name, "loss.k": 2, "loss.temperature": 0.2})
+    views = _views()[: obj.views]
+    loss, n_pos = obj(views, Y, torch.arange(6))
+    if name == "ce":
+        # one view, a linear head on the features, plain cross-entropy; no positives
+        assert obj.views == 1 and n_pos is None
+        expected = F.cross_entropy(obj.head(obj.encoder(views[0])), Y)
+    else:
+        # both views through encoder and head, normalised; the loss's mask at t = 0.2 (a
+        # generator seeded 0 draws KCL's positives as the objective's, seeded 0, drew them)
+        make_mask, positives = CONTRASTIVE[name]
+        mask = make_mask(torch.cat([Y, Y]), torch.Generator().manual_seed(0))
+        z = F.normalize(obj.head(obj.encoder(torch.cat(views))), dim=1)
+        expected = contrastive_loss(z, mask, 0.2)
+        assert obj.views == 2
+        assert float(n_pos) == pytest.approx(positives, rel=1e-6)
+        assert float(n_pos) == pytest.approx(float(mask.sum(1).float().mean()), rel=1e-6)
+    assert torch.allclose(loss, expected, rtol=1e-6, atol=0)
+    # the gradient is the formula's, and it reaches every parameter (encoder and head)
+    params = list(obj.parameters())              # the encoder's, then the head's
+    got = torch.autograd.grad(loss, params)
+    want = torch.autograd.grad(expected, params)
+    for (pname, _), g, w in zip(obj.named_parameters(), got, want, strict=True):
+        assert torch.allclose(g, w, rtol=1e-5, atol=1e-8), pname
+        assert float(g.abs().max()) > 0, pname
+
+
+def test_kcl_draws_its_positives_from_its_seeded_generator():
+    labels = torch.cat([Y, Y])
+    first = kcl_mask(labels, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(first, kcl_mask(labels, 2, torch.Generator().manual_seed(0)))
+    assert not torch.equal(first, kcl_mask(labels, 2, torch.Generator().manual_seed(1)))
+    # the same weights and views: generators seeded alike give the same loss, another seed
+    # other positives and so another loss
+    losses = []
+    for seed in (0, 0, 1):
+        obj = _objective(seed, **{"loss.name": "kcl", "loss.k": 2})
+        losses.append(float(obj(_views(), Y, torch.arange(6))[0].detach()))
+    assert losses[0] == losses[1] != losses[2]
 
 
 def test_queue_mode_is_chosen_by_the_config():

@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from trainables.config import SMOKE, TrialConfig
+from trainables.config import TrialConfig
+from trainables.presets import SMOKE
 from trainables.objectives import LOSSES
 from trainables.trial import PROBES, main, run_trial
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,9 +107,25 @@ def _splits(pool, val, test, num_classes, kind, label_order=False) -> Splits:
                   mean=tuple(mean.tolist()), std=tuple(std.tolist()), label_order=label_order)
 
 
-# name -> loader(DataConfig) -> Splits
-DATASETS = {"shapes": _shapes, "digits": _digits, "cifar10": _cifar, "cifar100": _cifar,
-            "imagelist": _imagelist}
+@dataclass(frozen=True)
+class Dataset:
+    """A registered dataset: its loader, the dataset-specific config keys it reads (the
+    others of DATA_KEYS are null in its results), and what data.data_root must hold
+    when it needs one."""
+    load: Callable[..., Splits]                   # DataConfig -> Splits
+    reads: tuple[str, ...] = ("data.imbalance_ratio", "data.total")
+    needs_root: str | None = None
+
+
+# Lists carry their own imbalance (their class profile), drawn at data.count_power.
+_LIST_KEYS = ("data.count_power", "data.train_list", "data.val_list", "data.test_list", "data.image_root",
+              "data.profile_list", "data.image_size", "data.cache_dir")
+_CIFAR = Dataset(_cifar, ("data.imbalance_ratio", "data.total", "data.download"),
+                 needs_root="a folder holding the extracted CIFAR files (or --download into it)")
+DATASETS = {"shapes": Dataset(_shapes), "digits": Dataset(_digits), "cifar10": _CIFAR, "cifar100": _CIFAR,
+            "imagelist": Dataset(_imagelist, _LIST_KEYS,
+                                 needs_root="a folder (imagelist needs its image root and list files)")}
+DATA_KEYS = {key for dataset in DATASETS.values() for key in dataset.reads}
 # The keys that only choose the long-tailed draw, not the images: trials that differ
 # only in these share one load per process.
 _DRAW_KEYS = {"imbalance_ratio": 1.0, "total": None, "count_power": 1.0}
@@ -123,7 +140,7 @@ def load_splits(cfg) -> Splits:
 def _load_cached(cfg) -> Splits:
     if cfg.dataset not in DATASETS:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {sorted(DATASETS)}")
-    return DATASETS[cfg.dataset](cfg)
+    return DATASETS[cfg.dataset].load(cfg)
 
 
 def longtail_indices(splits: Splits, imbalance_ratio: float, total: int | None, seed: int,

@@ -1,0 +1,197 @@
+"""LevelSearch driven by hand: suggest() and on_trial_complete() called directly, as
+Tune's controller would call them, without a Tune run or a Ray cluster."""
+
+import optuna
+import ray
+from optuna.trial import TrialState
+
+from study.searcher import LevelSearch
+
+METRICS = ["lt/top1", "lt/balancedness"]
+CELLS = [{"loss.name": "simclr"}, {"loss.name": "ce"}]
+LOW, HIGH = 0.05, 0.5
+
+
+def space(trial):
+    trial.suggest_float("loss.temperature", LOW, HIGH, log=True)
+    return {"loss.name": "kcl"}
+
+
+def _study(search: LevelSearch, slot: int) -> optuna.Study:
+    # OptunaSearch (ray.tune.search.optuna) keeps the optuna.Study it asks and tells in
+    # `_ot_study` and has no public accessor for it; LevelSearch gives it no storage, so the
+    # study lives in Optuna's in-memory storage, reachable only through that object. This
+    # reads the search plugin's attribute only (never Tune's scheduler or controller, nor
+    # any of Ray's files); everything after it is Optuna's public Study / FrozenTrial API.
+    return search.searchers[slot]._ot_study
+
+
+def _first_suggestion(seed: int, ratio_range=None) -> dict:
+    """What a bare Optuna study, sampled as study.searcher.optuna_search does (TPE, seed,
+    3 startup trials, two maximised objectives), suggests first: no Ray involved."""
+    study = optuna.create_study(directions=["maximize"] * 2,
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=3))
+    trial = study.ask()
+    if ratio_range:
+        trial.suggest_float("data.imbalance_ratio", *ratio_range, log=True)
+    space(trial)
+    return trial.params
+
+
+def _values(config: dict) -> dict:
+    """A made-up final report that depends on the config (so TPE has something to model)."""
+    t = config["loss.temperature"]
+    return {"lt/top1": 1 - t, "lt/balancedness": t * 0.5 + 0.1, "epoch": 3}
+
+
+def test_trial_n_goes_to_slot_n_mod_slots_levels_major_with_seed_plus_round():
+    initialized = ray.is_initialized()
+    search = LevelSearch(space, METRICS, [1, 10, 100], 7, None, CELLS)
+    configs = [search.suggest(f"t{n}") for n in range(12)]
+    slots = [(1, "simclr"), (1, "ce"), (10, "simclr"), (10, "ce"), (100, "simclr"), (100, "ce")]
+    assert search.slots == [(level, {"loss.name": loss}) for level, loss in slots]
+    # levels-major round robin: each (level, cell) exactly twice, once per round
+    assert [(c["data.imbalance_ratio"], c["loss.name"]) for c in configs] == slots * 2
+    assert [c["seed"] for c in configs] == [7] * 6 + [8] * 6          # round r: seed + r
+    assert search.slot_of == {f"t{n}": n % 6 for n in range(12)}
+    assert all(set(c) == {"loss.temperature", "loss.name", "seed", "data.imbalance_ratio"} for c in configs)
+    # slot i's study was asked for trials i and i + 6, and nothing else
+    for i in range(6):
+        asked = [t.params["loss.temperature"] for t in _study(search, i).trials]
+        assert asked == [configs[i]["loss.temperature"], configs[i + 6]["loss.temperature"]]
+    assert ray.is_initialized() == initialized          # no cluster was started for this
+
+
+def test_without_cells_the_space_keeps_its_constants_and_no_seed_is_set():
+    search = LevelSearch(space, METRICS, [1, 10, 100], 7)
+    configs = [search.suggest(f"t{n}") for n in range(7)]
+    assert [c["data.imbalance_ratio"] for c in configs] == [1, 10, 100, 1, 10, 100, 1]
+    assert [c["loss.name"] for c in configs] == ["kcl"] * 7
+    assert all(set(c) == {"loss.temperature", "loss.name", "data.imbalance_ratio"} for c in configs)
+
+
+def test_ratio_range_is_one_slot_whose_study_searches_the_ratio():
+    search = LevelSearch(space, METRICS, [1, 10, 100], 5, (2.0, 50.0))
+    assert search.slots == [(None, {})]                 # the named levels are not used
+    configs = [search.suggest(f"t{n}") for n in range(5)]
+    assert search.slot_of == {f"t{n}": 0 for n in range(5)}
+    trials = _study(search, 0).trials
+    for config, trial in zip(configs, trials, strict=True):
+        assert set(config) == {"loss.temperature", "loss.name", "data.imbalance_ratio"}
+        assert config["data.imbalance_ratio"] == trial.params["data.imbalance_ratio"]
+        assert 2.0 <= config["data.imbalance_ratio"] <= 50.0
+        assert LOW <= config["loss.temperature"] <= HIGH
+    assert len({c["data.imbalance_ratio"] for c in configs}) == 5    # searched, not fixed
+    first = _first_suggestion(5, (2.0, 50.0))
+    assert configs[0]["data.imbalance_ratio"] == first["data.imbalance_ratio"]
+    assert configs[0]["loss.temperature"] == first["loss.temperature"]
+
+
+def test_diverged_and_errored_trials_are_failures_in_their_own_slot_only():
+    search = LevelSearch(space, METRICS, [1, 10], 0)
+    configs = {f"t{n}": search.suggest(f"t{n}") for n in range(6)}    # slot 0: t0 t2 t4; 1: t1 t3 t5
+    search.on_trial_complete("t0", {"lt/top1": 0.6, "lt/balancedness": 0.9, "epoch": 3})
+    search.on_trial_complete("t2", {"lt/top1": 0.5, "epoch": 3})       # diverged: no p(V)
+    search.on_trial_complete("t4", None)                                # no final report at all
+    search.on_trial_complete("t1", error=True)                          # as Tune reports a crash
+    search.on_trial_complete("unknown", {"lt/top1": 0.1, "lt/balancedness": 0.1})   # ignored
+    slot0, slot1 = _study(search, 0).trials, _study(search, 1).trials
+    assert [t.state for t in slot0] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    assert slot0[0].values == [0.6, 0.9]
+    assert slot0[1].values is None and slot0[2].values is None          # nothing made up
+    assert [t.params["loss.temperature"] for t in slot0] == [configs[t]["loss.temperature"]
+                                                             for t in ("t0", "t2", "t4")]
+    assert [t.state for t in slot1] == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
+    # a complete trial of slot 1 is told to slot 1's study, with its values
+    search.on_trial_complete("t3", {"lt/top1": 0.25, "lt/balancedness": 0.75})
+    slot0, slot1 = _study(search, 0).trials, _study(search, 1).trials
+    assert [t.state for t in slot1] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.RUNNING]
+    assert slot1[1].values == [0.25, 0.75]
+    assert [t.values for t in slot0 if t.state == TrialState.COMPLETE] == [[0.6, 0.9]]
+
+
+def _run(search: LevelSearch, n: int, start: int = 0) -> list[dict]:
+    """Suggest n trials, completing each at once with values that depend on its config."""
+    configs = []
+    for i in range(start, start + n):
+        config = search.suggest(f"t{i}")
+        search.on_trial_complete(f"t{i}", _values(config))
+        configs.append(config)
+    return configs
+
+
+def test_same_seed_same_suggestions_and_each_slot_has_its_own_seed():
+    # 16 trials over 2 slots: 8 each, so TPE models after its 3 startup trials
+    first = _run(LevelSearch(space, METRICS, [1, 10], 11), 16)
+    again = _run(LevelSearch(space, METRICS, [1, 10], 11), 16)
+    assert first == again
+    other = _run(LevelSearch(space, METRICS, [1, 10], 12), 16)
+    assert [c["loss.temperature"] for c in other] != [c["loss.temperature"] for c in first]
+    # slot i samples with seed + i: its first suggestion is a bare Optuna study's under that seed
+    assert first[0]["loss.temperature"] == _first_suggestion(11)["loss.temperature"]
+    assert first[1]["loss.temperature"] == _first_suggestion(12)["loss.temperature"]
+    assert first[0]["loss.temperature"] != first[1]["loss.temperature"]
+    # seed 12's slot 0 is seed 11's slot 1
+    assert other[0]["loss.temperature"] == first[1]["loss.temperature"]
+
+
+def test_restored_search_continues_exactly_where_the_saved_one_stopped(tmp_path):
+    args = (space, METRICS, [1, 10], 3, None, CELLS)        # 4 slots: (1, simclr) (1, ce) (10, simclr) (10, ce)
+    original = LevelSearch(*args)
+    configs = [original.suggest(f"t{n}") for n in range(9)]  # slots 0 1 2 3 0 1 2 3 0
+    for n in range(7):
+        original.on_trial_complete(f"t{n}", _values(configs[n]))
+    original.save(str(tmp_path / "state.pkl"))              # t7 (slot 3) and t8 (slot 0) still run
+
+    restored = LevelSearch(*args)
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert restored.slot_of == {f"t{n}": n % 4 for n in range(9)}
+    for search in (original, restored):
+        search.on_trial_complete("t7", {"lt/top1": 0.4, "lt/balancedness": 0.3})
+        search.on_trial_complete("t8", {"lt/top1": 0.4})                # diverged
+    # the completions after the restore reached the running trials' own studies
+    assert [t.state for t in _study(restored, 3).trials] == [TrialState.COMPLETE] * 2
+    assert _study(restored, 3).trials[1].values == [0.4, 0.3]
+    assert [t.state for t in _study(restored, 0).trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL]
+    for slot in range(4):
+        assert ([(t.state, t.values, t.params) for t in _study(restored, slot).trials]
+                == [(t.state, t.values, t.params) for t in _study(original, slot).trials])
+
+    later = _run(restored, 12, start=9)
+    # the round robin goes on at slot 9 mod 4 = 1, in round 9 // 4 = 2 (seed 3 + 2)
+    assert [(c["data.imbalance_ratio"], c["loss.name"]) for c in later[:4]] == [
+        (1, "ce"), (10, "simclr"), (10, "ce"), (1, "simclr")]
+    assert [c["seed"] for c in later] == [5, 5, 5] + [6] * 4 + [7] * 4 + [8]
+    # and it suggests what the original, never saved, suggests next (TPE modelling included)
+    assert later == _run(original, 12, start=9)
+    assert restored.started == original.started == 21
+
+
+def test_restore_keeps_the_ratio_range_search(tmp_path):
+    original = LevelSearch(space, METRICS, [1, 10], 9, (2.0, 50.0))
+    _run(original, 4)
+    original.save(str(tmp_path / "state.pkl"))
+    restored = LevelSearch(space, METRICS, [1, 10], 9, (2.0, 50.0))
+    restored.restore(str(tmp_path / "state.pkl"))
+    later = _run(restored, 6, start=4)
+    assert later == _run(original, 6, start=4)          # TPE models the ratio from trial 4 on
+    assert all(2.0 <= c["data.imbalance_ratio"] <= 50.0 for c in later)
+
+
+def test_a_state_saved_under_the_old_key_names_still_restores(tmp_path):
+    import pickle
+    original = LevelSearch(space, METRICS, [1, 10, 100], 4)
+    _run(original, 5)
+    original.save(str(tmp_path / "state.pkl"))
+    with open(tmp_path / "state.pkl", "rb") as f:
+        state = pickle.load(f)
+    # before the rename, the slots were saved as "levels" and the trials' slots as "level_of"
+    state["levels"], state["level_of"] = state.pop("slots"), state.pop("slot_of")
+    with open(tmp_path / "old.pkl", "wb") as f:
+        pickle.dump(state, f)
+    restored = LevelSearch(space, METRICS, [1, 10, 100], 4)
+    restored.restore(str(tmp_path / "old.pkl"))
+    assert restored.slot_of == {f"t{n}": n % 3 for n in range(5)}
+    later = _run(restored, 4, start=5)
+    assert [c["data.imbalance_ratio"] for c in later] == [100, 1, 10, 100]
+    assert later == _run(original, 4, start=5)

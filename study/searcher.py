@@ -23,8 +23,12 @@ def _space_with_ratio(space, low: float, high: float, trial) -> dict:
     return space(trial)
 
 
-def optuna_search(space, metrics: list[str], seed: int) -> OptunaSearch:
-    """An OptunaSearch maximising `metrics` (one or several) over `space`.
+STUDY_NAME = "slot"
+
+
+def optuna_search(space, metrics: list[str], seed: int, storage=None) -> OptunaSearch:
+    """An OptunaSearch maximising `metrics` (one or several) over `space`, its study
+    named STUDY_NAME in `storage` (Optuna's in-memory default when None).
 
     TPE starts modelling after 3 trials, not Optuna's default 10: a slot gets
     only a handful of trials on a CPU budget, and would otherwise be searched at random.
@@ -34,7 +38,8 @@ def optuna_search(space, metrics: list[str], seed: int) -> OptunaSearch:
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
     metric = metrics if len(metrics) > 1 else metrics[0]
     mode = ["max"] * len(metrics) if len(metrics) > 1 else "max"
-    return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
+    return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler, study_name=STUDY_NAME,
+                        storage=storage)
 
 
 class LevelSearch(Searcher):
@@ -66,7 +71,12 @@ class LevelSearch(Searcher):
         self.seed, self.vary_seed = seed, cells is not None
         self.slots: list[tuple[float | None, dict]] = [
             (level, cell) for level in levels for cell in (cells or [{}])]
-        self.searchers = [optuna_search(space, metrics, seed + i) for i in range(len(self.slots))]
+        import optuna
+        # Each slot's Optuna study lives in a storage of ours, so that it can be read
+        # through Optuna's public API (self.study) rather than OptunaSearch's internals.
+        self.storages = [optuna.storages.InMemoryStorage() for _ in self.slots]
+        self.searchers = [optuna_search(space, metrics, seed + i, storage)
+                          for i, storage in enumerate(self.storages)]
         self.slot_of: dict[str, int] = {}          # trial id -> index of its slot
         self.started = 0                           # trials suggested so far
 
@@ -85,6 +95,11 @@ class LevelSearch(Searcher):
             return config
         return {**config, "data.imbalance_ratio": level}
 
+    def study(self, slot: int):
+        """Slot `slot`'s Optuna study: its trials, their states and values."""
+        import optuna
+        return optuna.load_study(study_name=STUDY_NAME, storage=self.storages[slot])
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.slot_of:
             return
@@ -95,8 +110,9 @@ class LevelSearch(Searcher):
     def save(self, checkpoint_path: str) -> None:
         # Ray's own OptunaSearch.save pickles its state the same way; this file is
         # written and read by the driver only, never taken from a user.
+        # one pickle: the searchers' studies and self.storages stay the same objects
         state = {"slots": self.slots, "slot_of": self.slot_of, "started": self.started,
-                 "searchers": [s.__dict__ for s in self.searchers]}
+                 "storages": self.storages, "searchers": [s.__dict__ for s in self.searchers]}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 
@@ -107,5 +123,6 @@ class LevelSearch(Searcher):
         self.slots = state["slots"] if "slots" in state else state["levels"]
         self.slot_of = state["slot_of"] if "slot_of" in state else state["level_of"]
         self.started = state["started"]
+        self.storages = state.get("storages", [s["_storage"] for s in state["searchers"]])
         for searcher, saved in zip(self.searchers, state["searchers"]):
             searcher.__dict__.update(saved)

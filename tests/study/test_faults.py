@@ -101,8 +101,10 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_a_trial(ray_cluster
     assert len(children) == 6
     # the search continued from its saved state: every finished trial was told to Optuna once
     # (the first process's ones before the kill, the rest after), and no seventh was asked for
-    import pickle
-    with open(max((tmp_path / "r").glob("searcher-state-*.pkl")), "rb") as f:
-        state = pickle.load(f)                  # the driver's own file (study.searcher.save)
-    told = [t for s in state["searchers"] for t in s["_ot_study"].trials if t.state.is_finished()]
-    assert state["started"] == 6 and len(told) == 6
+    # (read back through Tune's public Searcher.restore_from_dir and Optuna's API)
+    from study.searcher import LevelSearch
+    from study.studies import STUDIES
+    search = LevelSearch(STUDIES["kpcl"].space, ["lt/top1", "lt/balancedness"], [10.0], 0)
+    search.restore_from_dir(str(tmp_path / "r"))
+    told = [t for t in search.study(0).trials if t.state.is_finished()]
+    assert search.started == 6 and len(told) == 6

@@ -18,12 +18,7 @@ def space(trial):
 
 
 def _study(search: LevelSearch, slot: int) -> optuna.Study:
-    # OptunaSearch (ray.tune.search.optuna) keeps the optuna.Study it asks and tells in
-    # `_ot_study` and has no public accessor for it; LevelSearch gives it no storage, so the
-    # study lives in Optuna's in-memory storage, reachable only through that object. This
-    # reads the search plugin's attribute only (never Tune's scheduler or controller, nor
-    # any of Ray's files); everything after it is Optuna's public Study / FrozenTrial API.
-    return search.searchers[slot]._ot_study
+    return search.study(slot)
 
 
 def _first_suggestion(seed: int, ratio_range=None) -> dict:

@@ -36,9 +36,12 @@ def test_smoke_sweep_writes_one_row_and_one_child_run_per_trial(kpcl_smoke):
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert {c.data.tags["trial_id"] for c in children} == set(df["trial_id"])
     assert parents[0].data.tags["git_commit"] and "study.sweep kpcl" in parents[0].data.tags["command"]
-    # the report is written next to the results and attached to the parent run
+    # the report is written next to the results, quotes their numbers, and is attached to the parent run
     report = storage / "smoke" / "report"
-    assert (report / "report.md").stat().st_size > 0 and (report / "figure2.png").stat().st_size > 0
+    text = (report / "report.md").read_text()
+    assert "Trials: 4 (4 ok)" in text and (report / "figure2.png").stat().st_size > 0
+    for ratio, group in df.groupby("data.imbalance_ratio"):
+        assert f"| kcl | {ratio:g} | 2 | {group['lt/top1'].mean():.3f} |" in text
     client, _, _ = mlflow_runs(storage, "kpcl")
     attached = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     assert {"report/report.md", "report/figure2.png", "report/tradeoff.png"} <= attached
@@ -188,7 +191,8 @@ def test_smoke_sweep_on_test_made_real_format_data(ray_cluster, tmp_path, datase
     assert main(argv) == 0
     df = load_results(tmp_path / dataset)
     assert len(df) == 2 and set(df["status"]) == {"ok"} and (df["data.dataset"] == dataset).all()
-    assert (tmp_path / dataset / "report" / "report.md").exists()
+    report = (tmp_path / dataset / "report" / "report.md").read_text()
+    assert "Trials: 2 (2 ok)" in report and f"| kcl | 10 | 2 | {df['lt/top1'].mean():.3f} |" in report
 
 
 def test_actor_reuse_does_not_change_the_numbers(ray_cluster, tmp_path):

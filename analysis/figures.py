@@ -22,7 +22,7 @@ from analysis.frontier import pareto_front  # noqa: E402
 from trainables import names  # noqa: E402
 
 LOSS_COLOURS = {"ce": "tab:blue", "simclr": "tab:orange", "supcon": "tab:green", "kcl": "tab:red"}
-PROBE_NAMES = {"lt": "long-tailed probe", "balanced": "balanced probe"}
+PROBE_NAMES = {names.LT: "long-tailed probe", names.BALANCED: "balanced probe"}
 RATIO_LABEL = "imbalance ratio (largest / smallest class, log scale)"
 
 
@@ -42,9 +42,9 @@ def figure2(df: pd.DataFrame, out: Path, sigma: float) -> Path:
     one line per loss, mean and a +-1 std band over trials (seeds) per level;
     top row the long-tailed probe, bottom row the balanced probe."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
-    for row, probe in enumerate(("lt", "balanced")):
-        for col, (metric, label) in enumerate((("top1", "top-1 accuracy (fraction)"),
-                                               ("balancedness", f"balancedness p(V), sigma={sigma:g}"))):
+    for row, probe in enumerate((names.LT, names.BALANCED)):
+        for col, (metric, label) in enumerate(((names.TOP1, "top-1 accuracy (fraction)"),
+                                               (names.BALANCEDNESS, f"balancedness p(V), sigma={sigma:g}"))):
             ax = axes[row, col]
             for loss, group in df.groupby("loss.name"):
                 stats = group.groupby("data.imbalance_ratio")[names.probe_metric(probe, metric)].agg(["mean", "std"])
@@ -92,8 +92,8 @@ def kcl_knobs(df: pd.DataFrame, out: Path, probe: str, sigma: float) -> Path | N
     ratios = np.log10(kcl["data.imbalance_ratio"].to_numpy(dtype=float))
     for col, (knob, label) in enumerate((("loss.k", "k (positives per anchor, log scale)"),
                                          ("loss.temperature", "temperature (log scale)"))):
-        for row, (metric, ylabel) in enumerate((("top1", "top-1 accuracy (fraction)"),
-                                                ("balancedness", f"balancedness p(V), sigma={sigma:g}"))):
+        for row, (metric, ylabel) in enumerate(((names.TOP1, "top-1 accuracy (fraction)"),
+                                                (names.BALANCEDNESS, f"balancedness p(V), sigma={sigma:g}"))):
             ax = axes[row, col]
             points = ax.scatter(kcl[knob], kcl[names.probe_metric(probe, metric)], c=ratios, cmap="viridis")
             ax.set_xscale("log")

@@ -48,7 +48,8 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
     made = [figures.figure2(ok, out, sigma), figures.tradeoff(ok, out, probe, sigma),
             figures.kcl_knobs(ok, out, probe, sigma), figures.head_tail(ok, out, probe)]
     ranking, changed = sigma_ranking(ok, sigmas, probe)
-    counts = df["status"].value_counts().to_dict()
+    other = names.BALANCED if probe == names.LT else names.LT
+    counts = df[names.STATUS].value_counts().to_dict()
     parts = [
         "# Balanced feature spaces: sweep report",
         f"Sweeps: {', '.join(sorted(df['sweep'].unique()))}. Trials: {len(df)} "
@@ -58,8 +59,8 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
         "spread: high top-1 with low CV is balanced because good; low top-1 is not, whatever p(V) says.",
         f"## Per loss and imbalance level: {figures.PROBE_NAMES[probe]}",
         markdown_table(level_table(ok, probe)),
-        f"## Per loss and imbalance level: {figures.PROBE_NAMES['balanced' if probe == 'lt' else 'lt']}",
-        markdown_table(level_table(ok, "balanced" if probe == "lt" else "lt")),
+        f"## Per loss and imbalance level: {figures.PROBE_NAMES[other]}",
+        markdown_table(level_table(ok, other)),
         "## Frontier members (Pareto-optimal in top-1 and p(V) within their loss and level)",
         markdown_table(frontier_members(ok, names.sweep_objectives(probe, "multi"))),
         "## Does balancedness depend on the imbalance?",
@@ -68,7 +69,7 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
         "without the long-tailed classifier's bias. An interval that contains 0 is consistent "
         "with balancedness independent of the imbalance.",
         markdown_table(pd.concat([slope_table(ok, p).assign(probe=figures.PROBE_NAMES[p])
-                                  for p in ("lt", "balanced")])[["probe", "loss", "trials", "slope",
+                                  for p in (names.LT, names.BALANCED)])[["probe", "loss", "trials", "slope",
                                                                  "ci low", "ci high"]]),
         f"## Sensitivity to sigma (the paper does not state it; the sweep used {sigma:g})",
         f"p(V) recomputed from the stored per-class accuracies at sigma = "
@@ -81,7 +82,7 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
     return "\n\n".join(parts) + "\n"
 
 
-def write_report(paths, out: str | Path | None = None, sigmas=(0.1, 0.5, 1.0), probe: str = "lt") -> Path:
+def write_report(paths, out: str | Path | None = None, sigmas=(0.1, 0.5, 1.0), probe: str = names.LT) -> Path:
     """Load the sweeps, write report.md and the PNGs into `out`; return report.md's path."""
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     df = load_results(paths)
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("results", nargs="+", help="sweep folders (DIR/NAME) or their results folders")
     parser.add_argument("--out", help="output folder (default: the first sweep's report/)")
     parser.add_argument("--sigma", type=_sigmas, default=[0.1, 0.5, 1.0], help="sigmas for p(V), e.g. 0.1,0.5,1")
-    parser.add_argument("--probe", choices=list(names.PROBES), default="lt")
+    parser.add_argument("--probe", choices=list(names.PROBES), default=names.LT)
     return parser
 
 

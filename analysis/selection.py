@@ -19,10 +19,10 @@ from analysis.results import load_results, read_parquet
 from analysis.tables import ols_slope, t_quantile
 from trainables import names
 
-LT_TOP1, LT_BALANCE = names.sweep_objectives("lt", "multi")
+LT_TOP1, LT_BALANCE = names.sweep_objectives(names.LT, "multi")
 TRIAL_COLUMNS = ["trial_id", names.STATUS, "loss.name", "data.imbalance_ratio", "seed", LT_TOP1, LT_BALANCE,
-                 names.probe_metric("balanced", "balancedness")]
-METRICS = ["classes_covered", "entropy", "imbalance", "top1", "balancedness"]
+                 names.probe_metric(names.BALANCED, names.BALANCEDNESS)]
+METRICS = [names.CLASSES_COVERED, names.ENTROPY, names.IMBALANCE, names.TOP1, names.BALANCEDNESS]
 
 
 def has_selection(path: str | Path) -> bool:
@@ -38,7 +38,7 @@ def load_selection(paths) -> pd.DataFrame:
         raise FileNotFoundError(f"no selection results under {', '.join(map(str, paths))}")
     rows = pd.concat([read_parquet(f) for f in files], ignore_index=True)
     trials = load_results(paths)[TRIAL_COLUMNS]
-    return rows.merge(trials[trials["status"] == "ok"], on="trial_id")
+    return rows.merge(trials[trials[names.STATUS] == "ok"], on="trial_id")
 
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -63,14 +63,14 @@ def budget_table(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (loss, strategy, budget), g in df.groupby(["loss.name", "strategy", "budget"]):
         row = {"encoder": loss, "strategy": strategy, "budget": budget, "n": len(g)}
-        for m in ("classes_covered", "entropy", "top1", "balancedness"):
-            row[m] = _fmt(*mean_ci(g[m]), digits=2 if m == "classes_covered" else 3)
-        row["imbalance (median)"] = f"{g['imbalance'].median():.1f}"
+        for m in (names.CLASSES_COVERED, names.ENTROPY, names.TOP1, names.BALANCEDNESS):
+            row[m] = _fmt(*mean_ci(g[m]), digits=2 if m == names.CLASSES_COVERED else 3)
+        row["imbalance (median)"] = f"{g[names.IMBALANCE].median():.1f}"
         out.append(row)
     return pd.DataFrame(out)
 
 
-def imbalance_slopes(df: pd.DataFrame, encoder: str = "simclr", measure: str = "entropy") -> pd.DataFrame:
+def imbalance_slopes(df: pd.DataFrame, encoder: str = "simclr", measure: str = names.ENTROPY) -> pd.DataFrame:
     """Q1: per strategy and budget, the slope of `measure` against log10(pool imbalance)
     for one encoder, with a 95% CI; an interval containing 0 is consistent with
     selection that does not depend on the pool's imbalance."""
@@ -109,12 +109,12 @@ def small_budget(df: pd.DataFrame, num_classes: int) -> pd.DataFrame:
     small = df[df["budget"] <= num_classes]
     out = []
     keys = ["loss.name", "data.imbalance_ratio", "seed", "budget"]
-    random = small[small["strategy"] == "random"].set_index(keys)["classes_covered"]
+    random = small[small["strategy"] == "random"].set_index(keys)[names.CLASSES_COVERED]
     for (loss, strategy), g in small.groupby(["loss.name", "strategy"]):
-        gain = (g.set_index(keys)["classes_covered"] - random).dropna()
+        gain = (g.set_index(keys)[names.CLASSES_COVERED] - random).dropna()
         out.append({"encoder": loss, "strategy": strategy, "n": len(g),
-                    "covered fraction": _fmt(*mean_ci(g["classes_covered"] / num_classes)),
-                    "entropy": _fmt(*mean_ci(g["entropy"])),
+                    "covered fraction": _fmt(*mean_ci(g[names.CLASSES_COVERED] / num_classes)),
+                    names.ENTROPY: _fmt(*mean_ci(g[names.ENTROPY])),
                     "classes over random": _fmt(*mean_ci(gain), digits=2)})
     return pd.DataFrame(out)
 
@@ -147,8 +147,8 @@ def _cells(table: pd.DataFrame) -> tuple[int, int, int]:
 
 def report_sections(df: pd.DataFrame, out: Path, num_classes: int, markdown_table) -> list[str]:
     """The selection part of report.md: tables, figures and the three answers."""
-    made = [figure(df, out, "entropy", "label entropy of the selected set (1 = balanced)"),
-            figure(df, out, "top1", "balanced-test top-1 of a probe on the selection")]
+    made = [figure(df, out, names.ENTROPY, "label entropy of the selected set (1 = balanced)"),
+            figure(df, out, names.TOP1, "balanced-test top-1 of a probe on the selection")]
     parts = ["## Selection study: which images to label",
              "Each trial trains an encoder on the long-tailed pool, then every strategy selects each "
              "budget of images from that pool without labels or the number of classes; the labels are "
@@ -168,7 +168,7 @@ def report_sections(df: pd.DataFrame, out: Path, num_classes: int, markdown_tabl
 def _q1(df, markdown_table) -> list[str]:
     encoder = "simclr" if "simclr" in set(df["loss.name"]) else sorted(df["loss.name"].unique())[0]
     parts = [f"### Q1: does selection in {encoder} features depend on the pool's imbalance?"]
-    for measure in ("entropy", "top1"):
+    for measure in (names.ENTROPY, names.TOP1):
         slopes = imbalance_slopes(df, encoder, measure)
         if slopes.empty:
             parts.append(f"Too few imbalance levels for a slope of {measure} (need >= 2 levels, 3 trials).")
@@ -187,7 +187,7 @@ def _q2(df, markdown_table) -> list[str]:
     for other in ("simclr", "ce"):
         if "kcl" not in encoders or other not in encoders:
             continue
-        for measure in ("top1", "entropy"):
+        for measure in (names.TOP1, names.ENTROPY):
             d = paired_difference(df, "kcl", other, measure)
             better, worse, tied = _cells(d)[1], _cells(d)[0], _cells(d)[2]
             parts.append(f"KCL minus {other}, {measure} (pairs with the same imbalance, seed and budget): "

@@ -37,7 +37,7 @@ def ok_trials(df: pd.DataFrame) -> pd.DataFrame:
     return df[df[names.STATUS] == "ok"].copy()
 
 
-def add_derived(df: pd.DataFrame, probes=("lt", "balanced"), sigmas=()) -> pd.DataFrame:
+def add_derived(df: pd.DataFrame, probes=(names.LT, names.BALANCED), sigmas=()) -> pd.DataFrame:
     """Add per probe: "<probe>/acc_cv" (std / mean of the class accuracies) and
     "<probe>/balancedness@<sigma>" recomputed from the stored per-class accuracies.
 
@@ -50,14 +50,14 @@ def add_derived(df: pd.DataFrame, probes=("lt", "balanced"), sigmas=()) -> pd.Da
     out["data.imbalance_ratio"] = out["data.imbalance_ratio"].fillna(pd.Series(realized, index=out.index))
     for probe in probes:
         accs = out[names.probe_metric(probe, names.PER_CLASS)]
-        out[names.probe_metric(probe, "acc_cv")] = [np.std(a) / np.mean(a) if np.mean(a) > 0 else math.nan
+        out[names.probe_metric(probe, names.ACC_CV)] = [np.std(a) / np.mean(a) if np.mean(a) > 0 else math.nan
                                                     for a in accs]
         for sigma in sigmas:
             out[names.balancedness_at(probe, sigma)] = [balancedness(a, sigma) for a in accs]
     return out
 
 
-def level_table(df: pd.DataFrame, probe: str = "lt") -> pd.DataFrame:
+def level_table(df: pd.DataFrame, probe: str = names.LT) -> pd.DataFrame:
     """Per loss and imbalance level: trials, mean and std of top-1, mean many / medium /
     few, mean p(V) and mean CV of the class accuracies."""
     def mean(metric):
@@ -65,9 +65,9 @@ def level_table(df: pd.DataFrame, probe: str = "lt") -> pd.DataFrame:
     grouped = df.groupby(["loss.name", "data.imbalance_ratio"])
     table = pd.DataFrame({
         "trials": grouped.size(),
-        "top1": mean("top1"), "top1 std": grouped[names.probe_metric(probe, "top1")].std(ddof=1),
-        "many": mean("many"), "medium": mean("medium"), "few": mean("few"),
-        "p(V)": mean("balancedness"), "CV": mean("acc_cv"),
+        names.TOP1: mean(names.TOP1), "top1 std": grouped[names.probe_metric(probe, names.TOP1)].std(ddof=1),
+        names.MANY: mean(names.MANY), names.MEDIUM: mean(names.MEDIUM), names.FEW: mean(names.FEW),
+        "p(V)": mean(names.BALANCEDNESS), "CV": mean(names.ACC_CV),
     })
     return table.reset_index().rename(columns={"loss.name": "loss", "data.imbalance_ratio": "ratio"})
 
@@ -83,7 +83,7 @@ def frontier_members(df: pd.DataFrame, objectives: list[str], per_level: bool = 
     front = df[fronts_by(df, objectives, by)]
     knobs = [k for k in KNOBS if df[k].nunique() > 1]
     probe = names.probe_of(objectives[0])         # None for the select study's objectives
-    shown = [names.probe_metric(probe, m) for m in ("top1", "balancedness", "few", "acc_cv")] if probe else []
+    shown = [names.probe_metric(probe, m) for m in (names.TOP1, names.BALANCEDNESS, names.FEW, names.ACC_CV)] if probe else []
     extra = [c for c in shown if c in df and c not in objectives]
     columns = ["loss.name", "data.imbalance_ratio", *knobs, *objectives, *extra, "trial_id"]
     return front[columns].sort_values(["loss.name", "data.imbalance_ratio", objectives[0]],
@@ -107,7 +107,7 @@ def ols_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return slope, math.sqrt(float(residuals @ residuals) / (len(x) - 2) / sxx)
 
 
-def slope_table(df: pd.DataFrame, probe: str = "lt", level: float = 0.95) -> pd.DataFrame:
+def slope_table(df: pd.DataFrame, probe: str = names.LT, level: float = 0.95) -> pd.DataFrame:
     """Per loss, the least-squares slope of p(V) against log10(imbalance ratio), with a
     `level` confidence interval (t distribution, n - 2 degrees of freedom).
 
@@ -117,7 +117,7 @@ def slope_table(df: pd.DataFrame, probe: str = "lt", level: float = 0.95) -> pd.
     rows = []
     for loss, group in df.groupby("loss.name"):
         x = np.log10(group["data.imbalance_ratio"].to_numpy(dtype=float))
-        y = group[names.probe_metric(probe, "balancedness")].to_numpy(dtype=float)
+        y = group[names.probe_metric(probe, names.BALANCEDNESS)].to_numpy(dtype=float)
         n = len(x)
         if n < 3 or np.ptp(x) == 0:
             rows.append({"loss": loss, "trials": n, "slope": math.nan, "ci low": math.nan,
@@ -130,7 +130,7 @@ def slope_table(df: pd.DataFrame, probe: str = "lt", level: float = 0.95) -> pd.
     return pd.DataFrame(rows)
 
 
-def sigma_ranking(df: pd.DataFrame, sigmas, probe: str = "lt") -> tuple[pd.DataFrame, bool]:
+def sigma_ranking(df: pd.DataFrame, sigmas, probe: str = names.LT) -> tuple[pd.DataFrame, bool]:
     """Losses ranked by mean p(V) at each sigma, per imbalance level.
 
     Returns the table (one row per level and sigma: the losses best first) and

@@ -36,6 +36,7 @@ import torch
 from study.bench_kernels import bench_loss
 from study.bench_pipeline import bench_accel, bench_data, bench_probe
 from trainables.config import TrialConfig
+from trainables import names
 
 
 def bench_sweep(trials: int) -> dict:
@@ -65,7 +66,7 @@ def bench_sweep(trials: int) -> dict:
         sweep_s = time.perf_counter() - start
         rows = load_results(f"{storage}/bench")
         configs = rows[["loss.k", "loss.temperature"]].to_dict("records")
-        in_workers_s = float(rows["wall_time_s"].sum())
+        in_workers_s = float(rows[names.WALL_TIME].sum())
     run_trial(TrialConfig.from_flat(SMOKE))              # warm-up: data generation, first kernels
     start = time.perf_counter()
     for knobs in configs:

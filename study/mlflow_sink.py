@@ -149,11 +149,14 @@ class MlflowSink(Callback):
              tags: dict | None = None) -> None:
         from mlflow.entities import Metric, Param, RunTag
         now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None],
-            params=[Param(k, str(v)) for k, v in (params or {}).items()],
-            tags=[RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()])
+        entries = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None]
+        # MLflow takes at most 1000 metrics per batch; ImageNet-LT has 1000 classes per probe
+        for start in range(0, max(len(entries), 1), 1000):
+            first = start == 0
+            self.client.log_batch(
+                run_id, metrics=entries[start:start + 1000],
+                params=[Param(k, str(v)) for k, v in (params or {}).items()] if first else [],
+                tags=[RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()] if first else [])
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._run_id(trial)
@@ -167,13 +170,13 @@ class MlflowSink(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id, result = self._run_id(trial), final_result(trial)
         if result is None:
-            self._log(run_id, tags={"status": "stopped"})
+            self._log(run_id, tags={names.STATUS: "stopped"})
         else:
-            self._log(run_id, names.final_metrics(result), step=result["pretrain"]["epochs_completed"],
-                      tags={"status": result["status"], "device": result["device"]})
+            self._log(run_id, names.final_metrics(result), step=result["pretrain"][names.PRETRAIN_EPOCHS],
+                      tags={names.STATUS: result[names.STATUS], "device": result["device"]})
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
-        self._log(run_id, tags={"status": "error", "error": error_message(trial)})
+        self._log(run_id, tags={names.STATUS: "error", "error": error_message(trial)})
         self.client.set_terminated(run_id, "FAILED")

@@ -139,7 +139,7 @@ def kcl_limit(class_counts: list[int], batch_size: int) -> int:
     The loop's batch holds b = min(batch_size, n_train) images; an anchor of the largest
     class (n images) shares it with at most m - 1 others of its class, m = min(n, b), so
     it has at most 2m - 2 same-label rows besides its own other view, and any k >= 2m - 2
-    takes every one of them (test_losses: KCL with such k equals SupCon)."""
+    takes every one of them (tests/trainables/test_masks.py: KCL with such k equals SupCon)."""
     batch = min(batch_size, sum(class_counts))
     return 2 * min(max(class_counts), batch) - 2
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from study.parquet_sink import final_result
+from trainables import names
 
 
 def _clock(seconds: float) -> str:
@@ -79,7 +80,7 @@ class Progress(Callback):
         self.done.add(trial.trial_id)
         self._ended(trial)
         result = final_result(trial)
-        if result and result["status"] == "ok":
+        if result and result[names.STATUS] == "ok":
             for key in self.objectives:          # the final report carries every objective
                 value = (trial.last_result or {}).get(key)
                 if value is not None:

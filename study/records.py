@@ -75,7 +75,7 @@ def trial_row(trial_id: str, config: dict, result: dict | None, provenance: dict
     versions = {**provenance["versions"], **(result or {}).get("versions", {})}
     row = {"trial_id": trial_id, "study": provenance["study"], "sweep": provenance["sweep"],
            "git_commit": provenance["git_commit"], "versions": json.dumps(versions),
-           "status": status if result is None else result["status"], "error": error,
+           names.STATUS: status if result is None else result[names.STATUS], "error": error,
            **config_columns(config)}           # includes "seed"
     if result is None:
         return row

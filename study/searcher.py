@@ -119,10 +119,8 @@ class LevelSearch(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
-        # a state saved before the rename names them "levels" and "level_of"
-        self.slots = state["slots"] if "slots" in state else state["levels"]
-        self.slot_of = state["slot_of"] if "slot_of" in state else state["level_of"]
+        self.slots, self.slot_of = state["slots"], state["slot_of"]
         self.started = state["started"]
-        self.storages = state.get("storages", [s["_storage"] for s in state["searchers"]])
+        self.storages = state["storages"]
         for searcher, saved in zip(self.searchers, state["searchers"]):
             searcher.__dict__.update(saved)

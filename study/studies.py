@@ -51,8 +51,8 @@ STUDIES = {
                     "references) x imbalance levels x seeds, every strategy at every budget; Optuna tunes "
                     "probcover's delta and spread's multiplier", select.space,
                     base={**BASE, "select.budgets": "10,20,40,100"}, cells={"loss.name": ["simclr", "ce", "kcl"]},
-                    objectives=[names.select_objective("probcover", "top1"),
-                                names.select_objective("spread", "top1")]),
+                    objectives=[names.select_objective("probcover", names.TOP1),
+                                names.select_objective("spread", names.TOP1)]),
     "fig2": Study("the paper's Figure 2 as a grid: losses (ce, simclr, kcl) x imbalance levels x seeds",
                   grid={"loss.name": ["ce", "simclr", "kcl"]}, base=BASE),
 }

@@ -37,7 +37,7 @@ def summarize_sweep(plan: SweepPlan) -> bool:
     except FileNotFoundError:
         print(f"no trial finished; Ray's logs are in {plan.sweep_dir}")
         return False
-    counts = df["status"].value_counts().to_dict()
+    counts = df[names.STATUS].value_counts().to_dict()
     print(f"\n{len(df)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     ok = add_derived(ok_trials(df))
     if len(ok):
@@ -47,7 +47,7 @@ def summarize_sweep(plan: SweepPlan) -> bool:
         means = load_selection(plan.sweep_dir).groupby(["loss.name", "strategy"])[measures].mean()
         print("\nselected sets, mean over budgets, levels and seeds (probe top-1; label entropy):")
         print(means.unstack("loss.name").round(3).to_string())
-    errors = df[df["status"] == "error"]
+    errors = df[df[names.STATUS] == "error"]
     for _, row in errors.head(5).iterrows():
         print(f"error in {row['trial_id']}: {row['error']}")
     print(f"\nresults (Parquet): {plan.results_dir}\nRay experiment:    {plan.sweep_dir}\n"

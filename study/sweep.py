@@ -2,7 +2,7 @@
 
     parse and validate everything (exit 2 on bad input, before Ray starts)
     -> STUDIES[STUDY]: search space + base config
-    -> build_tuner: Tuner(tune_trainable, OptunaSearch per imbalance level,
+    -> build_tuner: Tuner(tune_trainable, LevelSearch: an OptunaSearch per level x cell,
                           callbacks=[MLflow, Parquet, progress])
     -> trainables.trial.run_trial on the workers, one trial each
     -> summary: Pareto-optimal trials per imbalance level, where the results are
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from study.plan import SweepPlan, build_plan
 from study.studies import STUDIES
+from trainables import names
 from trainables.data import DATASETS
 
 
@@ -31,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", nargs="?", help="one of: " + ", ".join(STUDIES))
     p.add_argument("--list", action="store_true", help="list the studies and exit")
     g = p.add_argument_group("search")
-    g.add_argument("--objective", choices=["multi", "top1", "balancedness"], default="multi",
+    g.add_argument("--objective", choices=["multi", names.TOP1, names.BALANCEDNESS], default="multi",
                    help="multi (default): maximise top-1 and p(V) together; or one of them")
-    g.add_argument("--probe", choices=["lt", "balanced"], default="lt",
+    g.add_argument("--probe", choices=[names.LT, names.BALANCED], default=names.LT,
                    help="whose metrics are optimised: the long-tailed probe (default) or the balanced one")
     g.add_argument("--imbalance-levels", help="comma-separated ratios, each with an even share "
                    "of the trials and its own Optuna study (default 1,10,100; smoke 1,10)")

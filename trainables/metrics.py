@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
+from trainables import names
+
 
 def balancedness(per_class_acc: Sequence[float], sigma: float = 0.1) -> float:
     """p(V) = 1/C^2 * sum_{i,j} exp(-(a_i - a_j)^2 / sigma).
@@ -47,11 +49,11 @@ def class_groups(class_counts: Sequence[int], rule: str = "thirds") -> dict[str,
         sizes = [size + (i < extra) for i in range(3)]
         bounds = [0, sizes[0], sizes[0] + sizes[1], len(order)]
         return {name: sorted(order[bounds[i]:bounds[i + 1]])
-                for i, name in enumerate(("many", "medium", "few"))}
+                for i, name in enumerate((names.MANY, names.MEDIUM, names.FEW))}
     if rule == "imagenet":
-        return {"many": [c for c, n in enumerate(counts) if n > 100],
-                "medium": [c for c, n in enumerate(counts) if 20 <= n <= 100],
-                "few": [c for c, n in enumerate(counts) if n < 20]}
+        return {names.MANY: [c for c, n in enumerate(counts) if n > 100],
+                names.MEDIUM: [c for c, n in enumerate(counts) if 20 <= n <= 100],
+                names.FEW: [c for c, n in enumerate(counts) if n < 20]}
     raise ValueError(f"unknown group rule {rule!r}; choose 'thirds' or 'imagenet'")
 
 
@@ -67,11 +69,6 @@ def summarize(per_class_acc: Sequence[float], class_counts: Sequence[int],
     groups = class_groups(class_counts, group_rule)
     group_acc = {name: (sum(acc[c] for c in cls) / len(cls) if cls else math.nan)
                  for name, cls in groups.items()}
-    return {
-        "top1": mean,
-        **group_acc,
-        "balancedness": balancedness(acc, sigma),
-        "acc_std": math.sqrt(sum((a - mean) ** 2 for a in acc) / len(acc)),
-        "worst_class_acc": min(acc),
-        "per_class_acc": acc,
-    }
+    return names.probe_record(top1=mean, **group_acc, balancedness=balancedness(acc, sigma),
+                              acc_std=math.sqrt(sum((a - mean) ** 2 for a in acc) / len(acc)),
+                              worst_class_acc=min(acc), per_class_acc=acc)

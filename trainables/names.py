@@ -24,22 +24,28 @@ from __future__ import annotations
 
 import math
 
-PROBES = ("lt", "balanced")     # long-tailed train set; balanced pool subset of the same size
-PROBE_METRICS = ("top1", "many", "medium", "few", "balancedness", "acc_std", "worst_class_acc")
+# Each name has a constant, so that no other module spells it.
+LT, BALANCED = PROBES = ("lt", "balanced")     # long-tailed train set; balanced subset of the same size
+GROUPS = MANY, MEDIUM, FEW = ("many", "medium", "few")     # head, middle and tail classes
+TOP1, BALANCEDNESS, ACC_STD, WORST_CLASS_ACC = "top1", "balancedness", "acc_std", "worst_class_acc"
+PROBE_METRICS = (TOP1, *GROUPS, BALANCEDNESS, ACC_STD, WORST_CLASS_ACC)
 PER_CLASS = "per_class_acc"
-DERIVED_PROBE_METRICS = ("acc_cv",)           # analysis.tables adds these from the per-class list
+ACC_CV = "acc_cv"
+DERIVED_PROBE_METRICS = (ACC_CV,)              # analysis.tables adds these from the per-class list
 EPOCH = "epoch"
-KNN_ACC = "knn_acc"             # the per-epoch validation monitor (ASHA's metric)
-EPOCH_METRICS = ("loss", KNN_ACC, "lr", "images_per_s", "mean_positives")
+LOSS, KNN_ACC, LR, IMAGES_PER_S, MEAN_POSITIVES = "loss", "knn_acc", "lr", "images_per_s", "mean_positives"
+EPOCH_METRICS = (LOSS, KNN_ACC, LR, IMAGES_PER_S, MEAN_POSITIVES)    # knn_acc: ASHA's metric
 # name -> Python type of the pretraining summary columns
-PRETRAIN_SUMMARY = {"epochs_completed": int, "final_loss": float, "final_knn_acc": float,
+PRETRAIN_EPOCHS = "epochs_completed"
+PRETRAIN_SUMMARY = {PRETRAIN_EPOCHS: int, "final_loss": float, "final_knn_acc": float,
                     "mean_positives": float, "images_per_s": float, "resumed_from_epoch": int,
                     "train_seconds": float, "parameters": int}
 # The scalar measures of one selected set (a row of results/selection), and which of
 # them the select study's objectives average over budgets.
-SELECTION_MEASURES = {"classes_covered": int, "imbalance": float, "entropy": float, "top1": float,
-                      "balancedness": float, "worst_class_acc": float}
-SELECT_OBJECTIVE_MEASURES = ("top1", "entropy")
+BALANCE_MEASURES = CLASSES_COVERED, IMBALANCE, ENTROPY = ("classes_covered", "imbalance", "entropy")
+SELECTION_MEASURES = {CLASSES_COVERED: int, IMBALANCE: float, ENTROPY: float, TOP1: float,
+                      BALANCEDNESS: float, WORST_CLASS_ACC: float}
+SELECT_OBJECTIVE_MEASURES = (TOP1, ENTROPY)
 WALL_TIME = "wall_time_s"
 # The final Tune report's payload for the driver's sinks: the TrialResult as JSON, its status.
 RESULT_PAYLOAD = "trial_result"
@@ -70,7 +76,7 @@ def probe_of(name: str) -> str | None:
 
 def balancedness_at(probe: str, sigma: float) -> str:
     """"lt/balancedness@0.5": p(V) recomputed by analysis at another kernel width."""
-    return f"{probe_metric(probe, 'balancedness')}@{sigma:g}"
+    return f"{probe_metric(probe, BALANCEDNESS)}@{sigma:g}"
 
 
 def class_acc(probe: str, c: int) -> str:
@@ -93,8 +99,31 @@ def select_objective(strategy: str, measure: str) -> str:
 
 def sweep_objectives(probe: str, objective: str) -> list[str]:
     """What `--objective` (multi, top1 or balancedness) and `--probe` make Optuna maximise."""
-    names = ["top1", "balancedness"] if objective == "multi" else [objective]
+    names = [TOP1, BALANCEDNESS] if objective == "multi" else [objective]
     return [probe_metric(probe, n) for n in names]
+
+
+def _record(names: tuple, values: dict, what: str) -> dict:
+    """values as a result record, its keys exactly `names` (a renamed metric fails here,
+    where it is produced, rather than vanishing from a sink)."""
+    if set(values) != set(names):
+        raise KeyError(f"{what} keys {sorted(values)} differ from {sorted(names)}")
+    return dict(values)
+
+
+def probe_record(**values) -> dict:
+    """One probe's result (trainables.metrics.summarize): PROBE_METRICS and PER_CLASS."""
+    return _record((*PROBE_METRICS, PER_CLASS), values, "probe")
+
+
+def selection_record(**values) -> dict:
+    """One selected set's row: strategy, budget, SELECTION_MEASURES and PER_CLASS."""
+    return _record(("strategy", "budget", *SELECTION_MEASURES, PER_CLASS), values, "selection")
+
+
+def pretrain_record(**values) -> dict:
+    """The pretraining summary: PRETRAIN_SUMMARY, plus whether the encoder was compiled."""
+    return _record((*PRETRAIN_SUMMARY, "compiled"), values, "pretrain")
 
 
 def epoch_record(epoch: int, **metrics) -> dict:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from trainables import names
+
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -193,5 +195,5 @@ def measures(selected_labels: torch.Tensor, num_classes: int) -> dict[str, float
     counts = torch.bincount(selected_labels, minlength=num_classes).double()
     covered = counts[counts > 0]
     p = covered / covered.sum()
-    return {"classes_covered": int(len(covered)), "imbalance": float(covered.max() / covered.min()),
-            "entropy": float(-(p * p.log()).sum() / math.log(num_classes))}
+    return {names.CLASSES_COVERED: int(len(covered)), names.IMBALANCE: float(covered.max() / covered.min()),
+            names.ENTROPY: float(-(p * p.log()).sum() / math.log(num_classes))}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from trainables import names
 from trainables.config import TrialConfig
 from trainables.data import Splits, balanced_indices, load_splits, longtail_indices
 from trainables.metrics import balancedness, per_class_accuracy, summarize
@@ -30,13 +31,11 @@ from trainables.pretrain import TrainSet, pretrain
 from trainables.probe import extract_features, fit_linear_probe, predict
 from trainables.selection import STRATEGIES, measures, select
 
-PROBES = ("lt", "balanced")   # long-tailed train set; balanced pool subset of the same size
-
-
 @dataclass
 class TrialResult:
-    """Everything one trial produced. `probes[name]` holds, for each of PROBES:
-    top1, many, medium, few, balancedness, acc_std, worst_class_acc, per_class_acc."""
+    """Everything one trial produced. `probes[name]` holds, for each of names.PROBES, a
+    names.probe_record: top1, many, medium, few, balancedness, acc_std,
+    worst_class_acc, per_class_acc."""
     status: str                               # "ok" or "diverged"
     config: dict                              # resolved, flat dotted keys
     seed: int
@@ -120,11 +119,12 @@ def _features(encoder, data: TrainSet, plan: DataPlan) -> tuple[torch.Tensor, to
 
 def _evaluate_probes(pool, test, test_y, data: TrainSet, plan: DataPlan, cfg: TrialConfig,
                      generator: torch.Generator) -> dict[str, dict]:
-    """Fit both probes on cached pool features; summarise each on the test set."""
-    train_sets = {"lt": (plan.lt_indices, cfg.probe.balanced_sampling),
-                  "balanced": (plan.balanced_indices, False)}
+    """Fit both probes on cached pool features; summarise each on the test set. The
+    long-tailed probe trains on the long-tailed set (with class-balanced sampling if
+    asked), the balanced one on the balanced subset of the same size (names.PROBES order)."""
+    train_sets = [(plan.lt_indices, cfg.probe.balanced_sampling), (plan.balanced_indices, False)]
     results = {}
-    for name, (idx, balanced_sampling) in train_sets.items():
+    for name, (idx, balanced_sampling) in zip(names.PROBES, train_sets):
         idx = idx.to(pool.device)
         probe = fit_linear_probe(pool[idx], data.labels[idx], data.num_classes, cfg.probe,
                                  generator, balanced_sampling)
@@ -147,22 +147,22 @@ def evaluate_selection(pool, test, test_y, data: TrainSet, plan: DataPlan, cfg: 
             idx = select(name, feats.cpu(), budget, cfg.seed, **knobs).to(pool.device)
             probe = fit_linear_probe(feats[idx], labels[idx], data.num_classes, cfg.probe, generator)
             acc = per_class_accuracy(predict(probe, test), test_y, data.num_classes)
-            rows.append({"strategy": name, "budget": budget, **measures(labels[idx].cpu(), data.num_classes),
-                         "top1": sum(acc) / len(acc), "balancedness": balancedness(acc, cfg.eval.sigma),
-                         "worst_class_acc": min(acc), "per_class_acc": acc})
+            rows.append(names.selection_record(
+                strategy=name, budget=budget, **measures(labels[idx].cpu(), data.num_classes),
+                top1=sum(acc) / len(acc), balancedness=balancedness(acc, cfg.eval.sigma),
+                worst_class_acc=min(acc), per_class_acc=acc))
     return rows
 
 
 def _pretrain_summary(outcome, objective) -> dict:
     last = outcome.history[-1] if outcome.history else {}
-    return {"epochs_completed": outcome.epochs_completed,
-            "final_loss": last.get("loss"), "final_knn_acc": last.get("knn_acc"),
-            "mean_positives": last.get("mean_positives"),
-            "images_per_s": outcome.images_seen / outcome.train_seconds if outcome.train_seconds else None,
-            "train_seconds": outcome.train_seconds,
-            "resumed_from_epoch": outcome.resumed_from_epoch,
-            "compiled": bool(getattr(objective.encoder, "_compiled_call_impl", None)),
-            "parameters": sum(p.numel() for p in objective.encoder.parameters())}
+    return names.pretrain_record(
+        epochs_completed=outcome.epochs_completed, final_loss=last.get(names.LOSS),
+        final_knn_acc=last.get(names.KNN_ACC), mean_positives=last.get(names.MEAN_POSITIVES),
+        images_per_s=outcome.images_seen / outcome.train_seconds if outcome.train_seconds else None,
+        train_seconds=outcome.train_seconds, resumed_from_epoch=outcome.resumed_from_epoch,
+        compiled=bool(getattr(objective.encoder, "_compiled_call_impl", None)),
+        parameters=sum(p.numel() for p in objective.encoder.parameters()))
 
 
 def run_trial(cfg: TrialConfig, report: Callable[[dict, Callable[[], dict]], None] | None = None,
@@ -228,8 +228,10 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
     --set, then the shorthand flags (later wins)."""
     flags = {key: getattr(args, name) for name, (key, _) in FLAGS.items() if name != "dataset"}
     flags["data.download"] = True if args.download else None
-    gpu = resolve_device(args.device or "auto").type == "cuda"
-    flat = resolve(parse_set(args.set), flags, budget=SMOKE if args.smoke else None,
+    sets = parse_set(args.set)
+    device = str(flags["device"] or sets.get("device", "auto"))       # checked by from_flat below
+    gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    flat = resolve(sets, flags, budget=SMOKE if args.smoke else None,
                    dataset=args.dataset, smoke=args.smoke, gpu=gpu)
     return TrialConfig.from_flat(flat)
 

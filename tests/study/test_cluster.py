@@ -95,7 +95,7 @@ def test_the_local_ray_of_a_sweep_listens_on_loopback_only(tmp_path):
 def test_smoke_sweep_on_a_ray_start_cluster(tmp_path):
     port = free_port()
     # On 127.0.0.1 only: the head with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (see
-    # study.runner.loopback_only, which the sweep applies to a loopback --address).
+    # study.sweep.configure_environment, which the sweep applies to a loopback --address).
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("STUDY_FAULTS", None)

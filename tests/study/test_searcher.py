@@ -171,22 +171,3 @@ def test_restore_keeps_the_ratio_range_search(tmp_path):
     later = _run(restored, 6, start=4)
     assert later == _run(original, 6, start=4)          # TPE models the ratio from trial 4 on
     assert all(2.0 <= c["data.imbalance_ratio"] <= 50.0 for c in later)
-
-
-def test_a_state_saved_under_the_old_key_names_still_restores(tmp_path):
-    import pickle
-    original = LevelSearch(space, METRICS, [1, 10, 100], 4)
-    _run(original, 5)
-    original.save(str(tmp_path / "state.pkl"))
-    with open(tmp_path / "state.pkl", "rb") as f:
-        state = pickle.load(f)
-    # before the rename, the slots were saved as "levels" and the trials' slots as "level_of"
-    state["levels"], state["level_of"] = state.pop("slots"), state.pop("slot_of")
-    with open(tmp_path / "old.pkl", "wb") as f:
-        pickle.dump(state, f)
-    restored = LevelSearch(space, METRICS, [1, 10, 100], 4)
-    restored.restore(str(tmp_path / "old.pkl"))
-    assert restored.slot_of == {f"t{n}": n % 3 for n in range(5)}
-    later = _run(restored, 4, start=5)
-    assert [c["data.imbalance_ratio"] for c in later] == [100, 1, 10, 100]
-    assert later == _run(original, 4, start=5)

@@ -34,3 +34,12 @@ def test_the_trial_command_resolves_the_same_way():
     cfg = config_from_args(args)
     assert (cfg.optim.lr, cfg.optim.epochs, cfg.model.arch, cfg.data.total) == (0.2, 3, "resnet32", None)
     assert parse_set(["data.total=null", "loss.name=kcl"]) == {"data.total": None, "loss.name": "kcl"}
+
+
+def test_a_bad_device_is_bad_input_not_a_traceback(capsys):
+    import pytest
+
+    from trainables.trial import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["--smoke", "--device", "gpu"])
+    assert exit_.value.code == 2 and "device" in capsys.readouterr().err.strip().splitlines()[-1]

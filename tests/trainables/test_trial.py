@@ -6,7 +6,8 @@ import pytest
 from trainables.config import TrialConfig
 from trainables.presets import SMOKE
 from trainables.objectives import LOSSES
-from trainables.trial import PROBES, main, run_trial
+from trainables.names import PROBES
+from trainables.trial import main, run_trial
 
 PROBE_KEYS = {"top1", "many", "medium", "few", "balancedness", "acc_std", "worst_class_acc", "per_class_acc"}
 # every registered loss, and KCL in both of its modes

@@ -3,9 +3,11 @@ Parquet schema (architecture note, "Results").
 
 Columns: identity (trial_id, study, sweep), status and error, provenance
 (seed, wall time, device, git commit, package versions), the resolved config
-flattened under its dotted keys (keys the loss ignores are null), the long-tail
-draw (class_counts, class_order as lists), per probe "<probe>/<metric>" scalars
-and "<probe>/per_class_acc" lists, and pretraining summaries "pretrain/<name>".
+flattened under its dotted keys (keys the loss or dataset does not read are
+null), the long-tail draw (class_counts, class_order as lists), and the metrics
+named by trainables.names: per probe "<probe>/<metric>" scalars and
+"<probe>/per_class_acc" lists, pretraining summaries "pretrain/<name>", and the
+select study's objectives "select/<strategy>/<measure>".
 """
 
 from __future__ import annotations

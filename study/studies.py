@@ -71,7 +71,7 @@ def budget(smoke: bool, gpu: bool) -> Budget:
     """The preset for this machine.
 
     smoke: tiny trials that exercise every code path in seconds.
-    CPU:   the default kpcl sweep in about 7-9 minutes on two cores (docs/results.md
+    CPU:   the default kpcl sweep in about 7-11 minutes on two cores (docs/results.md
            says what it can show).
     GPU:   training lengths from the literature for the CIFAR-style ResNet-18.
     """

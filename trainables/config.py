@@ -15,10 +15,11 @@ precedence are in trainables.presets.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 
-from trainables.checks import check, coerce
+from trainables.checks import LIMITS, check, coerce, within
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -55,13 +56,12 @@ class DataConfig:
     def __post_init__(self):
         from trainables.data import DATASETS
         check(self.dataset in DATASETS, "data.dataset", self.dataset, f"one of {tuple(DATASETS)}")
-        check(self.imbalance_ratio >= 1, "data.imbalance_ratio", self.imbalance_ratio, ">= 1")
-        check(self.total is None or self.total >= 1, "data.total", self.total, ">= 1 or None")
+        within("data.imbalance_ratio", self.imbalance_ratio, 1, LIMITS["data.imbalance_ratio"])
+        within("data.total", self.total, 1, LIMITS["data.total"], none_ok=True)
         for name, low in (("train_per_class", 1), ("val_per_class", 0), ("test_per_class", 1)):
-            v = getattr(self, name)
-            check(v is None or v >= low, f"data.{name}", v, f">= {low} or None")
-        check(self.image_size is None or self.image_size >= 8, "data.image_size", self.image_size,
-               ">= 8 or None")
+            within(f"data.{name}", getattr(self, name), low, LIMITS["data.per_class"], none_ok=True)
+        within("data.image_size", self.image_size, 8, LIMITS["data.image_size"], none_ok=True)
+        within("data.data_seed", self.data_seed, 0, LIMITS["seed"])
         check(0 <= self.count_power <= 1, "data.count_power", self.count_power, "in [0, 1]")
         root = DATASETS[self.dataset].needs_root
         check(root is None or self.data_root is not None, "data.data_root", self.data_root, root)
@@ -83,8 +83,8 @@ class ModelConfig:
     def __post_init__(self):
         from trainables.models import ENCODERS
         check(self.arch in ENCODERS, "model.arch", self.arch, f"one of {tuple(ENCODERS)}")
-        check(self.width is None or self.width >= 1, "model.width", self.width, ">= 1 or None")
-        check(self.proj_dim >= 1, "model.proj_dim", self.proj_dim, ">= 1")
+        within("model.width", self.width, 1, LIMITS["model.width"], none_ok=True)
+        within("model.proj_dim", self.proj_dim, 1, LIMITS["model.proj_dim"])
 
 
 @dataclass(frozen=True)
@@ -104,11 +104,11 @@ class LossConfig:
     def __post_init__(self):
         from trainables.objectives import LOSSES
         check(self.name in LOSSES, "loss.name", self.name, f"one of {tuple(LOSSES)}")
-        check(self.temperature > 0, "loss.temperature", self.temperature, "> 0")
-        check(self.k >= 0, "loss.k", self.k, ">= 0")
+        within("loss.temperature", self.temperature, 0, LIMITS["temperature"], open_low=True)
+        within("loss.k", self.k, 0, LIMITS["loss.k"])
         modes = tuple(LOSSES[self.name].modes)
         check(self.mode in modes, "loss.mode", self.mode, f"one of {modes} with loss.name={self.name!r}")
-        check(self.queue_size >= 1, "loss.queue_size", self.queue_size, ">= 1")
+        within("loss.queue_size", self.queue_size, 1, LIMITS["loss.queue_size"])
         check(0 <= self.momentum < 1, "loss.momentum", self.momentum, "in [0, 1)")
 
 
@@ -126,11 +126,11 @@ class OptimConfig:
     schedule: str = "cosine"
 
     def __post_init__(self):
-        check(self.epochs >= 0, "optim.epochs", self.epochs, ">= 0")
-        check(self.batch_size >= 2, "optim.batch_size", self.batch_size, ">= 2")
-        check(self.lr > 0, "optim.lr", self.lr, "> 0")
+        within("optim.epochs", self.epochs, 0, LIMITS["epochs"])
+        within("optim.batch_size", self.batch_size, 2, LIMITS["optim.batch_size"])
+        within("optim.lr", self.lr, 0, LIMITS["lr"], open_low=True)
         check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
-        check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        within("optim.weight_decay", self.weight_decay, 0, LIMITS["weight_decay"])
         check(self.schedule in ("cosine", "constant"), "optim.schedule", self.schedule,
                "'cosine' or 'constant'")
 
@@ -145,10 +145,10 @@ class ProbeConfig:
     balanced_sampling: bool = False   # class-balanced sampling for the long-tailed probe
 
     def __post_init__(self):
-        check(self.epochs >= 1, "probe.epochs", self.epochs, ">= 1")
-        check(self.batch_size >= 1, "probe.batch_size", self.batch_size, ">= 1")
-        check(self.lr > 0, "probe.lr", self.lr, "> 0")
-        check(self.weight_decay >= 0, "probe.weight_decay", self.weight_decay, ">= 0")
+        within("probe.epochs", self.epochs, 1, LIMITS["epochs"])
+        within("probe.batch_size", self.batch_size, 1, LIMITS["probe.batch_size"])
+        within("probe.lr", self.lr, 0, LIMITS["lr"], open_low=True)
+        within("probe.weight_decay", self.weight_decay, 0, LIMITS["weight_decay"])
 
 
 @dataclass(frozen=True)
@@ -160,11 +160,11 @@ class EvalConfig:
     knn_temperature: float = 0.07
 
     def __post_init__(self):
-        check(self.sigma > 0, "eval.sigma", self.sigma, "> 0")
+        within("eval.sigma", self.sigma, 0, LIMITS["eval.sigma"], open_low=True)
         check(self.groups in ("auto", "thirds", "imagenet"), "eval.groups", self.groups,
                "'auto', 'thirds' or 'imagenet'")
-        check(self.knn_k >= 1, "eval.knn_k", self.knn_k, ">= 1")
-        check(self.knn_temperature > 0, "eval.knn_temperature", self.knn_temperature, "> 0")
+        within("eval.knn_k", self.knn_k, 1, LIMITS["eval.knn_k"])
+        within("eval.knn_temperature", self.knn_temperature, 0, LIMITS["temperature"], open_low=True)
 
 
 @dataclass(frozen=True)
@@ -183,13 +183,13 @@ class SelectConfig:
             budgets = self.budget_list
         except ValueError:
             budgets = [0]
-        check(all(b >= 1 for b in budgets), "select.budgets", self.budgets,
-               "comma-separated positive integers, e.g. '10,20,40'")
+        check(all(1 <= b <= LIMITS["data.total"] for b in budgets), "select.budgets", self.budgets,
+               f"comma-separated integers in [1, {LIMITS['data.total']}], e.g. '10,20,40'")
         from trainables.selection import STRATEGIES
         check(all(n in STRATEGIES for n in self.strategy_list), "select.strategies", self.strategies,
                f"'all' or comma-separated names from {sorted(STRATEGIES)}")
         check(0 < self.delta <= 2, "select.delta", self.delta, "in (0, 2] (distances of unit vectors)")
-        check(self.multiplier >= 1, "select.multiplier", self.multiplier, ">= 1")
+        within("select.multiplier", self.multiplier, 1, LIMITS["select.multiplier"])
 
     def keys(self) -> list[str]:
         """The keys that matter only when budgets are set: the strategies and their knobs."""
@@ -225,8 +225,9 @@ class TrialConfig:
     def __post_init__(self):
         check(self.model.arch != "pixels" or self.optim.epochs == 0, "optim.epochs",
                self.optim.epochs, "0 with model.arch='pixels' (it has nothing to train)")
-        check(self.device == "auto" or self.device.startswith(("cpu", "cuda", "mps")),
-               "device", self.device, "'auto', 'cpu', 'cuda[:N]' or 'mps'")
+        within("seed", self.seed, 0, LIMITS["seed"])
+        check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None, "device", self.device,
+              "'auto', 'cpu', 'cuda' or 'cuda:N' (N a device number >= 0)")
 
     @property
     def group_rule(self) -> str:

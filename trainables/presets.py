@@ -49,7 +49,7 @@ def parse_set(items: list[str]) -> dict:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         try:
             out[key] = json.loads(raw)
-        except json.JSONDecodeError:
+        except ValueError:                  # not JSON, or a number too long for int(): the text
             out[key] = raw
     return out
 

@@ -141,3 +141,85 @@ def test_a_new_loss_is_one_registry_entry(monkeypatch):
     loss, n_pos = objective([x, x.flip(-1)], y, torch.arange(4))
     # supcon's positives over both views: the 4 rows of class 0 have 3 each, the 4 others 1: 16 / 8
     assert n_pos == 2.0
+
+
+# Every numeric knob, one step past its upper bound (trainables.checks.LIMITS): a typo's
+# extra zeros or 1e308 is refused here, not hours into a sweep.
+_HUGE = {"data.imbalance_ratio": 10_001.0, "data.total": 10_000_001, "data.train_per_class": 10_001,
+         "data.val_per_class": 10_001, "data.test_per_class": 10_001, "data.image_size": 513,
+         "data.data_seed": 2**32, "model.width": 100_000, "model.proj_dim": 4097, "loss.temperature": 10.5,
+         "loss.k": 65_537, "loss.queue_size": 65_537, "optim.epochs": 5001, "optim.batch_size": 8193,
+         "optim.lr": 1e308, "optim.weight_decay": 1.5, "probe.epochs": 5001, "probe.batch_size": 65_537,
+         "probe.lr": 10.5, "probe.weight_decay": 1.5, "eval.sigma": 10.5, "eval.knn_k": 1001,
+         "eval.knn_temperature": 10.5, "select.multiplier": 100.5, "seed": 2**32,
+         "data.count_power": 1.5, "loss.momentum": 1.0, "optim.momentum": 1.0, "select.delta": 2.5}
+
+
+def _numeric_keys() -> set[str]:
+    """The flat keys whose field is annotated int or float (or either or None)."""
+    import typing
+
+    from trainables.config import _SECTIONS
+    classes = {"": TrialConfig, **{f"{name}.": make().__class__ for name, make in _SECTIONS.items()}}
+    return {prefix + name for prefix, cls in classes.items() for name, hint in typing.get_type_hints(cls).items()
+            if {int, float} & set(typing.get_args(hint) or (hint,))}
+
+
+def test_every_numeric_key_has_an_upper_bound():
+    numeric = _numeric_keys()
+    assert numeric == set(_HUGE)          # a new numeric knob needs a bound, and a row here
+    for key, value in _HUGE.items():
+        with pytest.raises(ValueError, match=f"^{key}=.* is invalid: allowed "):
+            TrialConfig.from_flat({key: value})
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("optim.lr", 1e308, "> 0 and <= 10"),
+    ("model.width", 100_000, ">= 1 and <= 512 or None"),
+    ("optim.batch_size", 10**6, ">= 2 and <= 8192"),
+    ("data.image_size", 4096, ">= 8 and <= 512 or None"),
+    ("probe.epochs", 10**9, ">= 1 and <= 5000"),
+    ("eval.knn_k", 10**6, ">= 1 and <= 1000"),
+    ("seed", -1, ">= 0 and <= 4294967295"),
+])
+def test_bounds_name_both_ends_and_the_bound_itself_is_allowed(key, value, allowed):
+    from trainables.checks import LIMITS
+    with pytest.raises(ValueError) as err:
+        TrialConfig.from_flat({key: value})
+    assert str(err.value) == f"{key}={value!r} is invalid: allowed {allowed}"
+    limit = {"optim.lr": "lr", "probe.epochs": "epochs", "data.image_size": "data.image_size"}.get(key, key)
+    if limit in LIMITS:
+        assert TrialConfig.from_flat({key: LIMITS[limit]}).to_flat()[key] == LIMITS[limit]
+
+
+def test_non_finite_numbers_are_refused_for_every_float_key():
+    floats = [k for k, v in TrialConfig().to_flat().items() if isinstance(v, float)]
+    assert {"eval.sigma", "optim.lr", "data.imbalance_ratio"} <= set(floats)
+    for key in floats:
+        for value in (float("nan"), float("inf"), float("-inf"), 10**400):
+            with pytest.raises(ValueError) as err:
+                TrialConfig.from_flat({key: value})
+            assert str(err.value).startswith(f"{key}=") and str(err.value).endswith("allowed a finite number")
+    # built directly (not through from_flat), nan still fails: every comparison with nan is false
+    from trainables.config import EvalConfig
+    with pytest.raises(ValueError, match="eval.sigma=nan is invalid"):
+        EvalConfig(sigma=float("nan"))
+
+
+def test_a_refused_huge_value_is_shortened_in_the_message():
+    with pytest.raises(ValueError) as err:
+        TrialConfig.from_flat({"optim.epochs": 10**400})
+    assert len(str(err.value)) < 120 and str(err.value).startswith("optim.epochs=1000") and "..." in str(err.value)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
+def test_device_accepts_auto_cpu_cuda_and_cuda_n(device):
+    assert TrialConfig.from_flat({"device": device}).device == device
+
+
+@pytest.mark.parametrize("device", ["gpu", "mps", "cuda:", "cuda:-1", "cuda:x", "cuda:0 ", "cpu:0", "CUDA", ""])
+def test_other_device_names_are_refused(device):
+    with pytest.raises(ValueError) as err:
+        TrialConfig.from_flat({"device": device})
+    assert str(err.value) == (f"device={device!r} is invalid: allowed 'auto', 'cpu', 'cuda' or 'cuda:N' "
+                              "(N a device number >= 0)")

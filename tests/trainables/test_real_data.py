@@ -168,3 +168,105 @@ def test_a_corrupt_cifar_file_is_a_clear_error(cifar_root, tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "data_batch_3" in err and "not a CIFAR python batch" in err
+
+
+# ------------------------------------------------------------------ bounds on a CIFAR batch
+
+def _shared_reference_bomb(key: bytes, fanout: int = 500, levels: int = 3) -> bytes:
+    """A batch written opcode by opcode: {key: L, the other key: [0]}, L = L_levels-1 where
+    L_0 = [0] * fanout and L_i+1 = [L_i] * fanout by memo reference (BINGET, 2 bytes).
+    About 2 * fanout * levels bytes on disk; fanout ** levels numbers once expanded."""
+    ops = [pickle.PROTO + b"\x02", pickle.EMPTY_DICT]
+    other = b"labels" if key == b"data" else b"data"
+    ops += [pickle.SHORT_BINSTRING + bytes([len(key)]) + key]
+    for level in range(levels):
+        item = pickle.BININT1 + b"\x00" if level == 0 else pickle.BINGET + bytes([level - 1])
+        ops += [pickle.EMPTY_LIST, pickle.BINPUT + bytes([level]), pickle.MARK, item * fanout, pickle.APPENDS]
+        ops += [pickle.POP] if level < levels - 1 else []
+    ops += [pickle.SETITEM, pickle.SHORT_BINSTRING + bytes([len(other)]) + other]
+    ops += [pickle.EMPTY_LIST, pickle.BININT1 + b"\x00", pickle.APPEND, pickle.SETITEM, pickle.STOP]
+    return b"".join(ops)
+
+
+def _refusal(path, label_key=b"labels") -> tuple[str, float, int]:
+    """read_batch's refusal message, its seconds, and the peak of traced memory (numpy's
+    arrays included) in bytes."""
+    import time
+    import tracemalloc
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ValueError) as err:
+            cifar.read_batch(path, label_key, 10)
+        return str(err.value), time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("key", [b"data", b"labels"])
+def test_a_shared_reference_bomb_is_refused_fast_in_bounded_memory(key, tmp_path, cifar_root):
+    # 3 KB on disk, 500 ** 3 = 125 million numbers expanded: a 125 MB uint8 array (1 GB as
+    # int64 labels) if anything handed it to numpy
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(_shared_reference_bomb(key))
+    assert path.stat().st_size < 4_000
+    message, seconds, peak = _refusal(path)
+    assert message == f"{path}: not a CIFAR python batch (refusing {key!r}: nested deeper than a batch's " \
+                      "dict -> list -> number)"
+    assert seconds < 1.0 and peak < 2_000_000
+    # a batch in the real format still loads
+    x, y = cifar.read_batch(cifar_root / "cifar-10-batches-py" / "data_batch_1", b"labels", 10)
+    assert x.shape == (120, 3, 32, 32) and x.dtype == torch.uint8 and torch.equal(x[:, 0, 0, 0].long(), y)
+
+
+def test_a_list_of_more_than_max_items_is_refused_while_it_is_read(tmp_path):
+    # 200,000 references to one bytes object: 400 KB on disk, refused at 100,001 entries
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": [b"x"] * 200_000, b"labels": [0]}, protocol=2))
+    message, seconds, peak = _refusal(path)
+    assert message.endswith("not a CIFAR python batch (refusing a container of more than 100,000 items)")
+    assert seconds < 5.0 and peak < 16_000_000
+
+
+def test_the_unpickler_counts_the_objects_it_creates(cifar_root, monkeypatch):
+    batch = cifar_root / "cifar-10-batches-py" / "data_batch_1"
+    monkeypatch.setattr(cifar, "MAX_OPS", 1000)       # the real batch takes about 1,200
+    with pytest.raises(ValueError, match="refusing a batch of more than 1,000 pickle objects"):
+        cifar.read_batch(batch, b"labels", 10)
+    monkeypatch.setattr(cifar, "MAX_OPS", 2_000_000)
+    monkeypatch.setattr(cifar, "MAX_ITEMS", 119)       # its 120 labels and file names
+    with pytest.raises(ValueError, match="refusing a container of more than 119 items"):
+        cifar.read_batch(batch, b"labels", 10)
+
+
+def test_build_may_set_state_on_array_stand_ins_only(tmp_path):
+    # BUILD on the allowed codec function would set its attributes (for every later load)
+    path = tmp_path / "data_batch_1"
+    state = (pickle.NONE + pickle.EMPTY_DICT + pickle.SHORT_BINUNICODE + b"\x0c__defaults__"
+             + pickle.SHORT_BINUNICODE + b"\x05utf-8" + pickle.TUPLE1 + pickle.SETITEM + pickle.TUPLE2)
+    path.write_bytes(b"\x80\x02" + pickle.GLOBAL + b"_codecs\nencode\n" + state + pickle.BUILD + pickle.STOP)
+    with pytest.raises(ValueError, match="refusing to set state on anything but an array or dtype"):
+        cifar.read_batch(path, b"labels", 10)
+    assert cifar._latin1.__defaults__ == ("latin1",)
+
+
+@pytest.mark.parametrize("data, labels, words", [
+    ("int64", [0] * 10, "data must be a uint8 array (pixels 0..255), got int64"),
+    ("int16 300", [0] * 10, "data must be a uint8 array (pixels 0..255), got int16"),
+    ("bytes", [0] * 10, "data must be a uint8 array (pixels 0..255), got bytes"),
+    ("uint8", [0] * 9 + [10], "labels outside 0..9 (found 0..10)"),
+    ("uint8", [0] * 9 + [-1], "labels outside 0..9 (found -1..0)"),
+    ("uint8", [0] * 9 + [10**30], "labels outside 0..9 (found a label of 13 digits or more)"),
+    ("uint8", [0] * 9 + [1.0], "labels must be a flat list of integers"),
+    ("uint8", [0] * 9 + [True], "labels must be a flat list of integers"),
+])
+def test_cifar_data_must_be_uint8_and_labels_in_range(data, labels, words, tmp_path):
+    import numpy as np
+    arrays = {"int64": np.zeros((10, 3072), dtype=np.int64), "int16 300": np.full((10, 3072), 300, dtype=np.int16),
+              "bytes": bytes(10 * 3072), "uint8": np.zeros((10, 3072), dtype=np.uint8)}
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": arrays[data], b"labels": labels}, protocol=2))
+    with pytest.raises(ValueError) as err:
+        cifar.read_batch(path, b"labels", 10)
+    assert str(err.value) == f"{path}: {words}"
+

@@ -70,15 +70,16 @@ def _cifar(cfg) -> Splits:
 
 
 def _imagelist(cfg) -> Splits:
-    """Train / val / test lists (default train.txt, val.txt, test.txt in data_root)."""
+    """Train / val / test lists (default train.txt, val.txt, test.txt in data_root); the
+    classes are the train list's labels 0..C-1 (imagelist.check_labels)."""
     root = Path(cfg.data_root)
     image_root = Path(cfg.image_root) if cfg.image_root else root
     size = cfg.image_size or 64
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
-    parts = [imagelist.load(root / (name or default), image_root, size, cache_dir)
-             for name, default in ((cfg.train_list, "train.txt"), (cfg.val_list, "val.txt"),
-                                   (cfg.test_list, "test.txt"))]
-    num_classes = int(max(int(p[1].max()) for p in parts)) + 1
+    lists = [root / (name or default) for name, default in ((cfg.train_list, "train.txt"),
+                                                             (cfg.val_list, "val.txt"), (cfg.test_list, "test.txt"))]
+    # together: the val and test labels are checked against the train list's classes
+    parts, num_classes = imagelist.load_lists(lists, image_root, size, cache_dir)
     profile = ()
     if cfg.profile_list:
         profile = tuple(imagelist.count_labels(root / cfg.profile_list, num_classes))

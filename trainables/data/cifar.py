@@ -8,10 +8,15 @@ Each file is a pickled dict with b"data" ([N, 3072] uint8, rows R, G, B planes o
 with an unpickler that resolves no global at all except stand-ins for numpy's
 array and dtype reconstruction, which accept numeric dtypes only and rebuild the
 array with np.frombuffer; a crafted file cannot run code or make numpy read
-pointers from it. Checksums: with `data.download` torchvision fetches
-the archive and verifies its official MD5; files already on disk are checked for
-structure (keys, shapes, dtype, label range, balanced classes), not checksums,
-since test-made files in the same format cannot carry the official digests.
+pointers from it. Its work is bounded too: a few hundred bytes of memo references
+can describe a list of a billion shared elements, cheap to unpickle but costly to
+turn into an array, so the unpickler counts the objects it creates (MAX_OPS), refuses
+a container of more than MAX_ITEMS entries, and a batch nested deeper than a real one
+(dict -> list -> number) is refused before numpy sees it. Checksums: with
+`data.download` torchvision fetches the archive and verifies its official MD5;
+files already on disk are checked for structure (keys, shapes, uint8 data, label
+range, balanced classes), not checksums, since test-made files in the same format
+cannot carry the official digests.
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ FOLDERS = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(
 # Plain numeric dtypes only: an object or structured dtype could make numpy read
 # bytes from the file as pointers.
 _NUMERIC = {"b1", "u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8", "f4", "f8"}
+# Bounds on a batch, with margin over the largest real one (CIFAR-100 train: 155 MB,
+# about 500,000 pickle opcodes, 50,000 labels and file names per list).
+MAX_BYTES = 256 * 2**20
+MAX_OPS = 2_000_000
+MAX_ITEMS = 100_000
 
 
 class _Dtype:
@@ -89,30 +99,103 @@ _ALLOWED = {("numpy._core.numeric", "_frombuffer"): _frombuffer, ("numpy.core.nu
             ("numpy", "ndarray"): None, ("numpy", "dtype"): _Dtype, ("_codecs", "encode"): _latin1}
 
 
-class _ArraysOnly(pickle.Unpickler):
+# Opcodes after which the top of the stack is a container that may have grown.
+_GROWS = {op[0] for op in (pickle.APPEND, pickle.APPENDS, pickle.SETITEM, pickle.SETITEMS, pickle.LIST,
+                           pickle.TUPLE, pickle.DICT, pickle.ADDITEMS, pickle.FROZENSET)}
+
+
+def _bounded(op: int, load):
+    """One opcode's loader, counted against MAX_OPS (each opcode creates at most one
+    object) and, for the container opcodes, checked against MAX_ITEMS after it ran."""
+    grows, build = op in _GROWS, op == pickle.BUILD[0]
+
+    def step(self):
+        self.ops += 1
+        if self.ops > MAX_OPS:
+            raise pickle.UnpicklingError(f"refusing a batch of more than {MAX_OPS:,} pickle objects")
+        if build and not isinstance(self.stack[-2], (_Array, _Dtype)):
+            # BUILD on anything else would set attributes on it (on the stand-ins' classes too)
+            raise pickle.UnpicklingError("refusing to set state on anything but an array or dtype")
+        load(self)
+        if grows and len(self.stack[-1]) > MAX_ITEMS:
+            raise pickle.UnpicklingError(f"refusing a container of more than {MAX_ITEMS:,} items")
+    return step
+
+
+class _ArraysOnly(pickle._Unpickler):
+    """The pure-Python unpickler, every opcode bounded by _bounded: the C one offers no
+    hook per opcode, and this one costs at most about a second more on a batch of
+    CIFAR-100's size (docs/data.md)."""
+    dispatch = {op: _bounded(op, load) for op, load in pickle._Unpickler.dispatch.items()}
+    ops = 0
+
     def find_class(self, module, name):
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         raise pickle.UnpicklingError(f"refusing {module}.{name}: a CIFAR file holds only arrays and lists")
 
 
-def _plain(value):
-    return value.array if isinstance(value, _Array) else value
+def _check_flat(entry) -> None:
+    """A real batch is a dict whose values are an array, bytes, a number or a flat list
+    of numbers or names (depth 2); anything nested deeper is refused here, before numpy
+    would expand shared references into memory."""
+    if not isinstance(entry, dict):
+        raise pickle.UnpicklingError(f"refusing a {type(entry).__name__}: a CIFAR batch is a dict")
+    leaf = (int, float, bytes, str)
+    for key, value in entry.items():
+        if isinstance(value, (_Array, *leaf)):
+            continue
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, leaf) for v in value):
+            raise pickle.UnpicklingError(f"refusing {key!r:.40}: nested deeper than a batch's dict -> list -> number")
+
+
+def _unpickle(path: Path) -> dict:
+    """The batch's dict, within the bounds of the module docstring."""
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise pickle.UnpicklingError(f"refusing {size:,} bytes: the largest CIFAR file has 155 MB")
+    try:
+        entry = _ArraysOnly(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except pickle.UnpicklingError:
+        raise
+    except Exception as e:      # a malformed stream fails in the pure-Python unpickler with any of a dozen types
+        raise pickle.UnpicklingError(f"{type(e).__name__}: {e}") from None
+    _check_flat(entry)
+    return entry
 
 
 def read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One CIFAR file -> images [N, 3, 32, 32] uint8, labels [N] int64; ValueError if malformed."""
     try:
-        entry = _ArraysOnly(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-        data = np.asarray(_plain(entry[b"data"]), dtype=np.uint8)
-        labels = np.asarray(_plain(entry[label_key]), dtype=np.int64)
-    except (pickle.UnpicklingError, KeyError, TypeError, ValueError, EOFError, AttributeError) as e:
+        entry = _unpickle(path)
+        data, labels = entry[b"data"], entry[label_key]
+    except (pickle.UnpicklingError, KeyError) as e:
         raise ValueError(f"{path}: not a CIFAR python batch ({e})") from None
+    data = data.array if isinstance(data, _Array) else data
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        # a cast would wrap values over 255 and truncate fractions without a word
+        raise ValueError(f"{path}: data must be a uint8 array (pixels 0..255), got "
+                         f"{getattr(data, 'dtype', type(data).__name__)}")
+    labels = _labels(path, labels, num_classes)
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise ValueError(f"{path}: expected data [N, 3072] and N labels, got {data.shape} and {len(labels)}")
-    if labels.min(initial=0) < 0 or labels.max(initial=0) >= num_classes:
-        raise ValueError(f"{path}: labels outside 0..{num_classes - 1}")
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
+
+
+def _labels(path: Path, value, num_classes: int) -> np.ndarray:
+    """A flat list (or 1-D integer array) of labels in 0..num_classes-1, as int64. The range
+    is checked before the cast: a label past int64 would otherwise raise OverflowError."""
+    if isinstance(value, _Array):
+        value = value.array
+        if value is None or value.ndim != 1 or value.dtype.kind not in "iu":
+            raise ValueError(f"{path}: labels must be a flat list of integers")
+    elif not isinstance(value, (list, tuple)) or not all(type(v) is int for v in value):
+        raise ValueError(f"{path}: labels must be a flat list of integers")
+    if len(value) and (min(value) < 0 or max(value) >= num_classes):
+        low, high = int(min(value)), int(max(value))
+        found = f"{low}..{high}" if max(-low, high) < 10**12 else "a label of 13 digits or more"
+        raise ValueError(f"{path}: labels outside 0..{num_classes - 1} (found {found})")
+    return np.asarray(value, dtype=np.int64)
 
 
 def _download(name: str, root: Path) -> None:

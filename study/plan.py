@@ -8,6 +8,7 @@ bad input fails before Ray starts.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from trainables.presets import parse_set, resolve
 from trainables.trial import plan_data
 
 DEFAULT_LEVELS = (1.0, 10.0, 100.0)
+MAX_SEED = 2**32 - 1                    # numpy's and torch's seeds
 SMOKE_LEVELS = (1.0, 10.0)
 
 
@@ -39,7 +41,7 @@ class SweepPlan:
     gpus_per_trial: float | None = None
     max_concurrent: int | None = None
     address: str | None = None
-    mlflow_uri: str = ""
+    mlflow_uri: str = ""                # resolved; sweep.json holds null for the default store
     resume: bool = False
     reuse_actors: bool = True
     max_failures: int = 1               # Tune retries of a failed trial, from its checkpoint
@@ -52,9 +54,21 @@ class SweepPlan:
     def results_dir(self) -> Path:
         return self.sweep_dir / "results"
 
+    @property
+    def default_store(self) -> bool:
+        """Whether MLflow logs to the store inside the storage folder (moves with it)."""
+        return self.mlflow_uri == default_mlflow_uri(Path(self.storage))
+
     def save(self) -> None:
+        """sweep.json: the plan, with the default MLflow store as null, so that a copied or
+        moved sweep's resume uses the store where the sweep now is (study.relocate)."""
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        (self.sweep_dir / "sweep.json").write_text(json.dumps(asdict(self), indent=2))
+        saved = {**asdict(self), "mlflow_uri": None if self.default_store else self.mlflow_uri}
+        (self.sweep_dir / "sweep.json").write_text(json.dumps(saved, indent=2))
+
+
+def default_mlflow_uri(storage: Path) -> str:
+    return f"sqlite:///{storage / 'mlflow.db'}"
 
 
 def _levels(text: str) -> list[float]:
@@ -62,8 +76,13 @@ def _levels(text: str) -> list[float]:
         levels = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"--imbalance-levels {text!r}: expected numbers like 1,10,100") from None
-    if not levels or any(x < 1 for x in levels):
-        raise ValueError(f"--imbalance-levels {text!r}: every ratio must be >= 1")
+    if not levels or any(not x >= 1 or math.isinf(x) for x in levels):
+        raise ValueError(f"--imbalance-levels {text!r}: every ratio must be >= 1 (and finite)")
+    repeated = sorted({x for x in levels if levels.count(x) > 1})
+    if repeated:
+        # each level is one Optuna study with an even share of the trials: twice is a mistake
+        raise ValueError(f"--imbalance-levels {text!r}: {', '.join(f'{x:g}' for x in repeated)} "
+                         "given more than once")
     return levels
 
 
@@ -84,9 +103,11 @@ def _check_positive(args) -> None:
                                  ("--max-failures", args.max_failures, 0)):
         if value is not None and value < minimum:
             raise ValueError(f"{flag}={value}: must be >= {minimum}")
-    if args.cpus_per_trial <= 0:
-        raise ValueError(f"--cpus-per-trial={args.cpus_per_trial}: must be > 0")
+    if not (0 < args.cpus_per_trial < math.inf):
+        raise ValueError(f"--cpus-per-trial={args.cpus_per_trial}: must be > 0 and finite")
     gpus = args.gpus_per_trial
+    if gpus is not None and not math.isfinite(gpus):
+        raise ValueError(f"--gpus-per-trial={gpus}: must be a finite number")
     if gpus is not None and (gpus < 0 or (gpus > 1 and not float(gpus).is_integer())):
         # Ray shares a GPU among trials only by fractions of one device (0.25: four trials)
         raise ValueError(f"--gpus-per-trial={gpus}: must be a fraction in [0, 1] or a whole number")
@@ -168,10 +189,22 @@ def _check_budgets(cfg: TrialConfig, class_counts: list[int]) -> None:
 
 
 def _resumed(args, storage: Path, name: str) -> SweepPlan:
-    """The saved plan: the search is fixed by it; where it runs may change (another cluster)."""
-    saved = json.loads((storage / name / "sweep.json").read_text())
-    saved["ratio_range"] = tuple(saved["ratio_range"]) if saved["ratio_range"] else None
-    return SweepPlan(**{**saved, "storage": str(storage), "resume": True, "address": args.address})
+    """The saved plan: the search is fixed by it; where it runs may change (another cluster,
+    another storage folder after a copy). sweep.json is read as data, and checked."""
+    file = storage / name / "sweep.json"
+    try:
+        saved = json.loads(file.read_text())
+        saved["ratio_range"] = tuple(saved["ratio_range"]) if saved["ratio_range"] else None
+        if saved["mlflow_uri"] in (None, default_mlflow_uri(Path(saved["storage"]))):
+            saved["mlflow_uri"] = default_mlflow_uri(storage)      # the store where the sweep is now
+        plan = SweepPlan(**{**saved, "storage": str(storage), "resume": True, "address": args.address})
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{file}: not a sweep plan ({e})") from None
+    if plan.study != args.study:
+        raise ValueError(f"--resume {name}: a {plan.study} sweep, not {args.study}")
+    # the saved plan is checked as the command line was (it is data from a shared folder)
+    _check_trial_configs(STUDIES[plan.study], plan.base, plan.levels or list(plan.ratio_range or ()), plan.seed)
+    return plan
 
 
 def _check_flags(args, study) -> None:
@@ -240,10 +273,12 @@ def build_plan(args, storage: Path, name: str) -> SweepPlan:
     levels, ratio_range = _imbalance(args, base)
     cfg = _check_trial_configs(study, base, levels or list(ratio_range), args.seed)
     num_samples, seeds = _trial_counts(study, args, preset, levels)
+    if args.seed + max(num_samples, seeds) - 1 > MAX_SEED:     # later rounds use seed + r
+        raise ValueError(f"--seed {args.seed}: the sweep's later trials would use seeds above {MAX_SEED}")
     return SweepPlan(study=args.study, name=name, storage=str(storage), base=base, levels=levels,
                      ratio_range=ratio_range, objectives=study.objectives or sweep_objectives(args.probe, args.objective),
                      scheduler=args.scheduler, num_samples=num_samples, seeds=seeds, seed=args.seed,
                      epochs=cfg.optim.epochs, cpus_per_trial=args.cpus_per_trial,
                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-                     address=args.address, mlflow_uri=args.mlflow_uri or f"sqlite:///{storage / 'mlflow.db'}",
+                     address=args.address, mlflow_uri=args.mlflow_uri or default_mlflow_uri(storage),
                      reuse_actors=not args.no_reuse_actors, max_failures=args.max_failures)

@@ -57,7 +57,9 @@ def results_schema() -> pa.Schema:
 
 
 def config_columns(config: dict) -> dict:
-    """The resolved, active-only config; a config that does not even parse keeps its raw values."""
+    """The resolved, active-only config; a config that does not even parse keeps its raw values.
+    The driver's private keys (names.trial_config) are not part of it."""
+    config = names.trial_config(config)
     try:
         return TrialConfig.from_flat(config).to_flat(active_only=True)
     except (ValueError, TypeError):

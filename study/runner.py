@@ -4,39 +4,45 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from study import journal
 from study.plan import SweepPlan
+from study.relocate import follow_move
 from study.studies import STUDIES
 from trainables import names
 
 
-def build_tuner(plan: SweepPlan, callbacks: list):
-    """Tuner(tune_trainable, search per imbalance level or a grid, callbacks)."""
+def build_search(plan: SweepPlan, resumed: journal.Resumed | None):
+    """The sweep's searcher (a grid, or an Optuna search per level x cell), writing the
+    journal; after a --resume, continued from the journal and the rows."""
+    from study.searcher import GridSearch, LevelSearch
+    study, file = STUDIES[plan.study], plan.sweep_dir / journal.FILE
+    if study.space is None:                      # a grid: every combination, seeds repeated
+        search = GridSearch(study.grid, plan.levels, [plan.seed + i for i in range(plan.seeds)], file)
+    else:
+        search = LevelSearch(study.space, plan.objectives, plan.levels, plan.seed, plan.ratio_range,
+                             study.cell_configs() if study.cells else None, journal_file=file)
+    if resumed is not None:
+        search.resume(resumed)
+    return search
+
+
+def build_tuner(plan: SweepPlan, callbacks: list, resumed: journal.Resumed | None = None):
+    """Tuner(tune_trainable, the sweep's searcher, callbacks) for the trials still to run."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from study.searcher import LevelSearch
-
-    study = STUDIES[plan.study]
-    param_space = {**plan.base, "seed": plan.seed}
-    search_alg, num_samples = None, plan.num_samples
-    if study.space is None:                      # a grid: every combination, seeds repeated
-        param_space.update({k: tune.grid_search(v) for k, v in study.grid.items()})
-        param_space["data.imbalance_ratio"] = tune.grid_search(plan.levels)
-        param_space["seed"] = tune.grid_search([plan.seed + i for i in range(plan.seeds)])
-        num_samples = 1
-    else:
-        search_alg = LevelSearch(study.space, plan.objectives, plan.levels, plan.seed, plan.ratio_range,
-                                 study.cell_configs() if study.cells else None)
     scheduler = None
     if plan.scheduler == "asha":
         scheduler = ASHAScheduler(metric=names.KNN_ACC, mode="max", time_attr=names.EPOCH, max_t=plan.epochs,
                                   grace_period=max(1, plan.epochs // 4))
     return tune.Tuner(
-        _trainable(plan), param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+        _trainable(plan), param_space={**plan.base, "seed": plan.seed},
+        tune_config=tune.TuneConfig(search_alg=build_search(plan, resumed), scheduler=scheduler,
+                                    num_samples=trials_left(plan, resumed),
                                     max_concurrent_trials=plan.max_concurrent,
                                     # A worker keeps its imports and its loaded dataset across
                                     # trials (trainables.data caches per process).
@@ -87,6 +93,23 @@ def start_ray(address: str | None) -> None:
              log_to_driver=False, configure_logging=True, runtime_env=runtime_env, **local)
 
 
+class Refused(ValueError):
+    """Bad input found only once Ray has started (exit 2, one line)."""
+
+
+def check_cluster(plan: SweepPlan) -> None:
+    """A trial needs its CPUs and GPUs on one node; refuse what no node of the cluster has
+    (Ray would keep the trial pending forever)."""
+    import ray
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    gpus = plan.gpus_per_trial or 0
+    if any(n.get("CPU", 0) >= plan.cpus_per_trial and n.get("GPU", 0) >= gpus for n in nodes):
+        return
+    have = ", ".join(f"{n.get('CPU', 0):g} CPUs and {n.get('GPU', 0):g} GPUs" for n in nodes) or "no nodes"
+    raise Refused(f"a trial asks for {plan.cpus_per_trial:g} CPUs and {gpus:g} GPUs on one node; the "
+                  f"cluster's nodes have {have}")
+
+
 def total_trials(plan: SweepPlan) -> int:
     study = STUDIES[plan.study]
     if study.space is None:
@@ -97,10 +120,15 @@ def total_trials(plan: SweepPlan) -> int:
     return plan.num_samples
 
 
+def trials_left(plan: SweepPlan, resumed: journal.Resumed | None) -> int:
+    """Trials Tune still has to run: all, or those without a row after a --resume."""
+    return total_trials(plan) - (len(resumed.done) if resumed else 0)
+
+
 def open_tracking(plan: SweepPlan, commit: str, command: str) -> dict:
     """Create the study's MLflow experiment and the sweep's parent run, once, in the
     driver; record their ids in mlflow.json for --resume."""
-    from study.mlflow_sink import start_parent_run
+    from study.mlflow_store import start_parent_run
     experiment_id, parent = start_parent_run(plan.mlflow_uri, plan.study, plan.name,
                                              {"git_commit": commit, "command": command},
                                              Path(plan.storage) / "mlartifacts")
@@ -109,54 +137,38 @@ def open_tracking(plan: SweepPlan, commit: str, command: str) -> dict:
     return state
 
 
-def set_aside_unknown_rows(plan: SweepPlan, known: set[str]) -> None:
-    """Move the rows of trials the experiment does not know to results/orphaned/.
+def _run(plan: SweepPlan, commit: str, versions: dict, command: str) -> dict:
+    """Run the sweep's trials, a new sweep's or those a resumed one still lacks: open
+    MLflow while Ray starts, then the Tuner. Returns the MLflow ids.
 
-    A trial that started and finished between two saves of the experiment state,
-    and was then lost with a killed driver, has written its row; the resumed search
-    never knew it and ran another trial in its place. Its files are kept, beside
-    the results rather than in them, so that rows match the sweep's trials."""
-    rows = [f for f in plan.results_dir.glob("trials/[!.]*.parquet") if f.stem not in known]
-    for row in rows:
-        for kind in ("trials", "history", "selection"):
-            path = plan.results_dir / kind / f"{row.stem}.parquet"
-            if path.exists():
-                (plan.results_dir / "orphaned" / kind).mkdir(parents=True, exist_ok=True)
-                path.rename(plan.results_dir / "orphaned" / kind / path.name)
-    if rows:
-        print(f"set aside {len(rows)} row(s) of trials lost with the killed driver and replaced by the "
-              f"resumed search: {plan.results_dir / 'orphaned'}")
-
-
-def _start(plan: SweepPlan, commit: str, versions: dict, command: str):
-    """A new sweep: save the plan, open MLflow while Ray starts, run the Tuner.
-    Returns (result grid, MLflow ids)."""
+    A resumed sweep is rebuilt from its journal, rows and checkpoints (study.journal),
+    never from what Ray pickled into the sweep folder."""
     from study.mlflow_sink import MlflowSink
     from study.parquet_sink import ParquetSink
     from study.progress import Progress
-    plan.save()
+    resumed = journal.resume_state(plan.sweep_dir, plan.objectives) if plan.resume else None
+    if resumed is None:
+        plan.save()
+    else:
+        follow_move(plan.sweep_dir, Path(plan.storage), None if plan.default_store else plan.mlflow_uri)
     with ThreadPoolExecutor(1) as pool:
         # Creating a new store takes seconds; it overlaps Ray's start (Tune pickles the
         # sink when it builds the Tuner, which waits for the store). No trial is logged early.
-        tracking = pool.submit(open_tracking, plan, commit, command)
+        tracking = (pool.submit(open_tracking, plan, commit, command) if resumed is None else
+                    pool.submit(json.loads, (plan.sweep_dir / "mlflow.json").read_text()))
         start_ray(plan.address)
+        check_cluster(plan)
         provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
         callbacks = [MlflowSink(plan.mlflow_uri, tracking, provenance),
                      ParquetSink(plan.results_dir, provenance),
                      Progress(total_trials(plan), plan.objectives, plan.results_dir)]
-        print(f"sweep {plan.name}: {total_trials(plan)} trials of {plan.study} -> {plan.sweep_dir}", flush=True)
-        grid = build_tuner(plan, callbacks).fit()
-        return grid, tracking.result()
-
-
-def _resume(plan: SweepPlan):
-    """Continue a sweep from Tune's saved experiment; its callbacks come back with it."""
-    from ray import tune
-    start_ray(plan.address)
-    print(f"resuming {plan.name} in {plan.sweep_dir}", flush=True)
-    tuner = tune.Tuner.restore(str(plan.sweep_dir), trainable=_trainable(plan),
-                               resume_unfinished=True, resume_errored=False)
-    return tuner.fit(), json.loads((plan.sweep_dir / "mlflow.json").read_text())
+        left = trials_left(plan, resumed)
+        verb = "resuming" if resumed else "sweep"
+        print(f"{verb} {plan.name}: {left} of {total_trials(plan)} trials of {plan.study} -> {plan.sweep_dir}",
+              flush=True)
+        if left:
+            build_tuner(plan, callbacks, resumed).fit()
+        return tracking.result()
 
 
 def written_trials(plan: SweepPlan) -> set[str]:
@@ -164,25 +176,41 @@ def written_trials(plan: SweepPlan) -> set[str]:
 
 
 def _finish(plan: SweepPlan, state: dict) -> int:
-    """Summary, report and the parent run's end; 130 if trials are missing (Ctrl-C),
-    1 if none finished ok, else 0."""
+    """Summary, report, MLflow made to match the rows, and the parent run's end; 130 if
+    trials are missing (Ctrl-C), 1 if none finished ok, else 0. MLflow never changes the
+    exit status and never holds the driver unboundedly: the Parquet rows are the record,
+    and runs MLflow could not take are counted and left for a later --resume."""
     from analysis.report import write_report
-    from study.mlflow_sink import attach_folder, drop_orphan_runs, end_parent_run
+    from study.mlflow_sink import close_sinks, reconcile
+    from study.mlflow_store import attach_folder, drop_orphan_runs, end_parent_run
     from study.summary import summarize_sweep
+    from study.tracking import bounded
     ok, written = summarize_sweep(plan), written_trials(plan)
+    resume = f"python -m study.sweep {plan.study} --resume {plan.name} --storage {plan.storage}"
     if len(written) < total_trials(plan):         # interrupted (Ctrl-C): fit() returns normally
-        print(f"\ninterrupted after {len(written)} of {total_trials(plan)} trials; continue with:\n"
-              f"  python -m study.sweep {plan.study} --resume {plan.name} --storage {plan.storage}")
+        close_sinks(5.0)                          # queued writes, briefly: the resume reconciles the rest
+        print(f"\ninterrupted after {len(written)} of {total_trials(plan)} trials; continue with:\n  {resume}")
         return 130
-    orphans = drop_orphan_runs(plan.mlflow_uri, state["experiment_id"], state["parent_run_id"], written)
-    if orphans:
-        print(f"MLflow: deleted {len(orphans)} run(s) of trials lost with the killed driver "
-              f"({', '.join(orphans)}); the resumed search replaced them")
-    if ok:
-        report = write_report(plan.sweep_dir, plan.sweep_dir / "report").parent
-        attach_folder(plan.mlflow_uri, state["parent_run_id"], report, "report")
-        print(f"report:            {report / 'report.md'} (attached to the sweep's MLflow run)")
-    end_parent_run(plan.mlflow_uri, state["parent_run_id"], "FINISHED" if ok else "FAILED")
+    report = write_report(plan.sweep_dir, plan.sweep_dir / "report").parent if ok else None
+    uri, parent, attached = plan.mlflow_uri, state["parent_run_id"], False
+    try:
+        missing = reconcile(uri, state, plan.sweep_dir)
+        if missing:
+            raise RuntimeError(f"rows are complete in Parquet ({plan.results_dir}); {missing} run(s) "
+                               "missing in MLflow")
+        orphans = bounded(drop_orphan_runs, uri, state["experiment_id"], parent, written, timeout=120)
+        if orphans:
+            print(f"MLflow: deleted {len(orphans)} run(s) of trials the resume continued under new ids "
+                  f"({', '.join(orphans)}; journal.jsonl says which)")
+        if report:
+            attached = bounded(attach_folder, uri, parent, report, "report", timeout=120) or True
+        bounded(end_parent_run, uri, parent, "FINISHED" if ok else "FAILED", timeout=120)
+    except Exception as e:                        # MLflow away or refusing: one line, no traceback
+        print(f"MLflow at {uri}: {str(e).splitlines()[0][:300]}; once it is reachable, `{resume}` "
+              "brings it up to date")
+    if report:
+        print(f"report:            {report / 'report.md'}"
+              + (" (attached to the sweep's MLflow run)" if attached else ""))
     return 0 if ok else 1
 
 
@@ -191,6 +219,9 @@ def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int
     study.sweep.configure_environment before Ray was imported."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)   # one line per trial is ours to print
-    grid, state = _resume(plan) if plan.resume else _start(plan, commit, versions, command)
-    set_aside_unknown_rows(plan, {Path(r.path).name.removeprefix("trial_") for r in grid})
+    try:
+        state = _run(plan, commit, versions, command)
+    except (Refused, journal.Damaged) as e:
+        print(f"python -m study.sweep: error: {e}", file=sys.stderr)
+        return 2
     return _finish(plan, state)

@@ -1,4 +1,4 @@
-"""Search over imbalance levels: one Optuna study per slot behind one Tune searcher.
+"""The sweep's searchers: one Optuna study per slot behind one Tune searcher, or a grid.
 
 A slot is one imbalance level x one cell (a fixed part of the config, e.g. the
 loss; a study without cells has the single empty cell), each with its own Optuna
@@ -11,10 +11,14 @@ Optuna study searches the loss's knobs from what that slot taught it.
 from __future__ import annotations
 
 import functools
-import pickle
+import itertools
+from pathlib import Path
 
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
+
+from study import journal
+from trainables import names
 
 
 def _space_with_ratio(space, low: float, high: float, trial) -> dict:
@@ -42,7 +46,82 @@ def optuna_search(space, metrics: list[str], seed: int, storage=None) -> OptunaS
                         storage=storage)
 
 
-class LevelSearch(Searcher):
+class JournaledSearch(Searcher):
+    """A Tune searcher that writes every trial it suggests to the sweep's journal
+    (study.journal) and, after a --resume, first runs again the trials that had
+    started without finishing, each from its newest checkpoint.
+
+    Subclasses say how a new trial n is suggested (`_new`) and how a journaled one is
+    taken up again (`_again`). Nothing is saved through Tune's searcher checkpoints:
+    the journal is the state, and it is JSON.
+    """
+
+    def __init__(self, journal_file: Path | None):
+        # metric=None: the objectives appear only in a trial's final report, and
+        # Tune's strict check would otherwise demand them in every epoch's report.
+        super().__init__(metric=None, mode=None)
+        self.journal_file = journal_file
+        self.started = 0                           # journal entries (trials suggested) so far
+        self.pending: list[tuple[journal.Entry, str | None]] = []
+
+    def resume(self, resumed: journal.Resumed) -> None:
+        """Continue after `resumed`: its finished trials are known, its pending ones run first."""
+        self.started = len(resumed.entries)
+        self.pending = list(resumed.pending)
+
+    def suggest(self, trial_id: str):
+        if self.pending:
+            entry, checkpoint = self.pending.pop(0)
+            self._again(trial_id, entry)
+            config = {**entry.config, **({names.FROM_CHECKPOINT: checkpoint} if checkpoint else {})}
+            record = {"n": entry.n, "slot": entry.slot, "params": entry.params,
+                      "distributions": entry.distributions}
+        else:
+            suggested = self._new(trial_id, self.started)
+            if suggested is None or suggested is Searcher.FINISHED:
+                return suggested
+            config, record = suggested
+            record["n"] = self.started
+            self.started += 1
+        if self.journal_file is not None:
+            journal.append(self.journal_file, {**record, "trial_id": trial_id,
+                                               "config": names.trial_config(config)})
+        return config
+
+    def _new(self, trial_id: str, n: int):
+        """(config, journal fields) of trial n, or None / Searcher.FINISHED."""
+        raise NotImplementedError
+
+    def _again(self, trial_id: str, entry: journal.Entry) -> None:
+        """Take up a journaled trial under a new trial id (its config is the entry's)."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """A grid learns nothing from results; a search overrides this."""
+
+    def save(self, checkpoint_path: str) -> None:
+        """Writes nothing: the journal is this searcher's state (see JournaledSearch)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        raise RuntimeError("a sweep's search is rebuilt from its journal, never from a pickled state")
+
+
+class GridSearch(JournaledSearch):
+    """Every combination of `grid` x levels x seeds, once each, in a fixed order."""
+
+    def __init__(self, grid: dict[str, list], levels: list[float], seeds: list[int],
+                 journal_file: Path | None = None):
+        super().__init__(journal_file)
+        keys = [*grid, "data.imbalance_ratio", "seed"]
+        self.points = [dict(zip(keys, values))
+                       for values in itertools.product(*grid.values(), levels, seeds)]
+
+    def _new(self, trial_id: str, n: int):
+        if n >= len(self.points):
+            return Searcher.FINISHED
+        return dict(self.points[n]), {"slot": 0}
+
+
+class LevelSearch(JournaledSearch):
     """Even shares of trials per slot; one OptunaSearch per slot.
 
     The slots are (level, cell) pairs, levels-major: [(l0, c0), (l0, c1), ...,
@@ -54,14 +133,14 @@ class LevelSearch(Searcher):
 
     Only a trial's final result reaches Optuna: the epochs' reports do not carry
     the objectives, and a trial without them (diverged) is told to Optuna as failed,
-    so that no made-up value enters a Pareto front.
+    so that no made-up value enters a Pareto front. A resumed search tells each
+    slot's study its finished trials again, from their rows (resume).
     """
 
     def __init__(self, space, metrics: list[str], levels: list[float], seed: int,
-                 ratio_range: tuple[float, float] | None = None, cells: list[dict] | None = None):
-        # metric=None: the objectives appear only in a trial's final report, and
-        # Tune's strict check would otherwise demand them in every epoch's report.
-        super().__init__(metric=None, mode=None)
+                 ratio_range: tuple[float, float] | None = None, cells: list[dict] | None = None,
+                 journal_file: Path | None = None):
+        super().__init__(journal_file)
         if ratio_range is not None:
             space = functools.partial(_space_with_ratio, space, *ratio_range)   # picklable, for resume
             levels = [None]
@@ -78,10 +157,9 @@ class LevelSearch(Searcher):
         self.searchers = [optuna_search(space, metrics, seed + i, storage)
                           for i, storage in enumerate(self.storages)]
         self.slot_of: dict[str, int] = {}          # trial id -> index of its slot
-        self.started = 0                           # trials suggested so far
 
-    def suggest(self, trial_id: str):
-        i = self.started % len(self.slots)
+    def _new(self, trial_id: str, n: int):
+        i = n % len(self.slots)
         config = self.searchers[i].suggest(trial_id)
         if config is None or config is Searcher.FINISHED:
             return config
@@ -89,11 +167,34 @@ class LevelSearch(Searcher):
         level, cell = self.slots[i]
         config = {**config, **cell}
         if self.vary_seed:
-            config["seed"] = self.seed + self.started // len(self.slots)
-        self.started += 1
-        if level is None:
-            return config
-        return {**config, "data.imbalance_ratio": level}
+            config["seed"] = self.seed + n // len(self.slots)
+        if level is not None:
+            config["data.imbalance_ratio"] = level
+        asked = self.study(i).trials[-1]           # the Optuna trial suggest just asked for
+        return config, {"slot": i, "params": asked.params, "distributions": {
+            k: optuna_json(d) for k, d in asked.distributions.items()}}
+
+    def _again(self, trial_id: str, entry: journal.Entry) -> None:
+        # Optuna asks for the enqueued parameters next, so the trial is RUNNING in its
+        # slot's study again and is told its values when it ends.
+        self.study(entry.slot).enqueue_trial(entry.params)
+        self.searchers[entry.slot].suggest(trial_id)
+        self.slot_of[trial_id] = entry.slot
+
+    def resume(self, resumed: journal.Resumed) -> None:
+        """Tell each slot's study the finished trials, as their rows hold them: complete
+        with the objective values, or failed (an error, a stop or a divergence)."""
+        import optuna
+        from optuna.distributions import json_to_distribution
+        from optuna.trial import TrialState
+        super().resume(resumed)
+        for entry in resumed.entries:
+            if entry.n not in resumed.done:
+                continue
+            values = resumed.done[entry.n]
+            self.study(entry.slot).add_trial(optuna.trial.create_trial(
+                state=TrialState.COMPLETE if values else TrialState.FAIL, values=values, params=entry.params,
+                distributions={k: json_to_distribution(d) for k, d in entry.distributions.items()}))
 
     def study(self, slot: int):
         """Slot `slot`'s Optuna study: its trials, their states and values."""
@@ -107,20 +208,7 @@ class LevelSearch(Searcher):
         self.searchers[self.slot_of[trial_id]].on_trial_complete(
             trial_id, result if complete else None, error=error or not complete)
 
-    def save(self, checkpoint_path: str) -> None:
-        # Ray's own OptunaSearch.save pickles its state the same way; this file is
-        # written and read by the driver only, never taken from a user.
-        # one pickle: the searchers' studies and self.storages stay the same objects
-        state = {"slots": self.slots, "slot_of": self.slot_of, "started": self.started,
-                 "storages": self.storages, "searchers": [s.__dict__ for s in self.searchers]}
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(state, f)
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        self.slots, self.slot_of = state["slots"], state["slot_of"]
-        self.started = state["started"]
-        self.storages = state["storages"]
-        for searcher, saved in zip(self.searchers, state["searchers"]):
-            searcher.__dict__.update(saved)
+def optuna_json(distribution) -> str:
+    from optuna.distributions import distribution_to_json
+    return distribution_to_json(distribution)

@@ -20,7 +20,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from study.plan import SweepPlan, build_plan
+from study import journal
+from study.claim import SweepLock
+from study.plan import MAX_SEED, SweepPlan, build_plan
 from study.studies import STUDIES
 from trainables import names
 from trainables.data import DATASETS
@@ -112,33 +114,105 @@ def check_address(address: str | None) -> None:
         raise ValueError(f"--address {address}: cannot reach a Ray cluster there ({e.strerror or e})") from None
 
 
+def resolve_storage(text: str) -> Path:
+    """--storage as an absolute path; a symlink loop is bad input, not a traceback."""
+    try:
+        return Path(text).expanduser().resolve()
+    except (RuntimeError, OSError) as e:                # 3.11 raises RuntimeError on a loop
+        raise ValueError(f"--storage {text}: cannot be resolved ({e})") from None
+
+
 def check_storage(storage: Path) -> None:
-    """Writable, or creatable under a writable folder; checked without writing anything."""
+    """Not a file, and under a folder that exists; whether it can be written is found
+    out by creating it (create_storage), since access() says yes to root."""
     if storage.exists() and not storage.is_dir():
         raise ValueError(f"--storage {storage}: exists and is not a folder")
     existing = storage
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--storage {storage}: not writable ({existing} does not allow it)")
+    if not existing.is_dir():
+        raise ValueError(f"--storage {storage}: {existing} is not a folder")
 
 
-def validate(args: argparse.Namespace) -> SweepPlan:
-    """Everything that can be wrong with the input, checked before Ray starts."""
-    if args.study not in STUDIES:
-        raise ValueError(f"unknown study {args.study!r}; choose one of {', '.join(STUDIES)} (--list)")
-    storage = Path(args.storage).resolve()
-    check_storage(storage)
-    check_address(args.address)
-    name = args.resume or args.name or f"{args.study}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+def create_storage(storage: Path) -> None:
+    """Create the storage folder and check that a file can be written in it, the last
+    step of validation; on failure remove every folder this made, and raise."""
+    made = []
+    try:
+        for folder in [*reversed(storage.parents), storage]:
+            if not folder.exists():
+                folder.mkdir()
+                made.append(folder)
+        probe = storage / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        for folder in reversed(made):
+            folder.rmdir()
+        raise ValueError(f"--storage {storage}: cannot write there ({e.strerror or e})") from None
+
+
+def check_name(name: str, storage: Path) -> None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         # a folder name and an MLflow tag value: no separators, spaces or quotes
         raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
-    if args.resume and not (storage / name / "sweep.json").exists():
+    existing = storage
+    while not existing.exists():
+        existing = existing.parent
+    limit = os.pathconf(existing, "PC_NAME_MAX")
+    if len(name.encode()) > limit:
+        raise ValueError(f"--name: {len(name)} characters, more than the {limit} this file system allows")
+
+
+def check_new_sweep(sweep_dir: Path) -> None:
+    """A new sweep may reuse a folder whose sweep failed before its first trial, never
+    one with trials."""
+    if journal.started(sweep_dir / journal.FILE) or any(sweep_dir.glob("results/trials/*.parquet")):
+        raise ValueError(f"--name {sweep_dir.name}: {sweep_dir} exists already with trials "
+                         f"(use --resume {sweep_dir.name})")
+
+
+def check_resources(args) -> None:
+    """A local cluster cannot give a trial more than this machine has (a remote one is
+    checked once joined, study.runner.check_cluster): Ray would wait forever."""
+    if args.address is not None:
+        return
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if args.cpus_per_trial > cpus:
+        raise ValueError(f"--cpus-per-trial {args.cpus_per_trial:g}: this machine has {cpus} CPUs")
+    if args.gpus_per_trial:
+        import torch
+        gpus = torch.cuda.device_count()
+        if args.gpus_per_trial > gpus:
+            raise ValueError(f"--gpus-per-trial {args.gpus_per_trial:g}: this machine has "
+                             f"{gpus or 'no'} GPU{'s' if gpus != 1 else ''}")
+
+
+def validate(args: argparse.Namespace) -> SweepPlan:
+    """Everything that can be wrong with the input, checked before Ray starts; the
+    storage folder is created last, once everything else holds."""
+    if args.study not in STUDIES:
+        raise ValueError(f"unknown study {args.study!r}; choose one of {', '.join(STUDIES)} (--list)")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed {args.seed}: must be in [0, {MAX_SEED}] (numpy's and torch's seeds)")
+    storage = resolve_storage(args.storage)
+    check_storage(storage)
+    check_address(args.address)
+    check_resources(args)
+    name = args.resume or args.name or f"{args.study}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    check_name(name, storage)
+    if args.resume and not (storage / name / "sweep.json").is_file():
         raise ValueError(f"--resume {name}: no sweep of that name in {storage}")
     if not args.resume and (storage / name).exists():
-        raise ValueError(f"--name {name}: {storage / name} exists already (use --resume {name})")
-    return build_plan(args, storage, name)
+        check_new_sweep(storage / name)
+    from study.tracking import check_store, check_uri      # the standard library only: no MLflow
+    if args.mlflow_uri is not None:
+        check_uri(args.mlflow_uri)               # its form first: the store's probe comes last
+    plan = build_plan(args, storage, name)
+    # reachable (a server probed for seconds, not MLflow's minutes of retries) and undamaged
+    check_store(plan.mlflow_uri)
+    create_storage(storage)
+    return plan
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -157,7 +231,11 @@ def configure_environment(address: str | None) -> None:
       metric check would want them every epoch);
     - the experiment state (trials, searcher) saved every second rather than Tune's 10 s
       or more: a killed driver then loses at most a second of bookkeeping, and --resume
-      neither repeats nor invents trials.
+      neither repeats nor invents trials;
+    - MLflow's HTTP requests bounded: 30 s an attempt (MLflow waits 120; a server's
+      sqlite store may itself wait 20 s on a lock, and a timed-out create is retried
+      and would duplicate its run), 2 retries, short backoff. Only the sink's writer
+      thread waits that long; the driver's own calls are bounded again (study.tracking).
     """
     host = None if address is None else address.rsplit(":", 1)[0].strip("[]")
     if address is None or host in LOOPBACK:
@@ -165,6 +243,9 @@ def configure_environment(address: str | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,11 +259,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("name a study (--list shows them)")
     try:
         plan = validate(args)
+        lock = claim(plan)
     except ValueError as e:
         parser.error(str(e))                      # one line, exit status 2
     from study.runner import run_sweep   # lazy: Ray, Optuna and MLflow import slowly
     command = " ".join(["python -m study.sweep", *(sys.argv[1:] if argv is None else argv)])
-    return run_sweep(plan, git_commit(), versions(), command)
+    try:
+        return run_sweep(plan, git_commit(), versions(), command)
+    finally:
+        lock.release()
+
+
+def claim(plan: SweepPlan) -> SweepLock:
+    """Claim the sweep folder for this driver (study.claim), then check again, now that no
+    other driver can start in it, that a new sweep's folder has no trials."""
+    lock = SweepLock(plan.sweep_dir).acquire()
+    if not plan.resume:
+        try:
+            check_new_sweep(plan.sweep_dir)
+        except ValueError:
+            lock.release()
+            raise
+    return lock
 
 
 if __name__ == "__main__":

@@ -75,3 +75,15 @@ def write_image(path, label, i):
     img.save(path)
 
 
+
+
+def start_mlflow_server(folder: Path, port: int):
+    """A real `mlflow server` on 127.0.0.1:port with its own sqlite store and artifact
+    folder under `folder`, in its own process group (stop it with os.killpg)."""
+    import subprocess
+    import sys
+    mlflow = Path(sys.executable).parent / "mlflow"
+    return subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+                             "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -50,6 +50,14 @@ WALL_TIME = "wall_time_s"
 # The final Tune report's payload for the driver's sinks: the TrialResult as JSON, its status.
 RESULT_PAYLOAD = "trial_result"
 STATUS = "status"
+# A trial that a resumed sweep continues from an earlier trial's weights-only checkpoint
+# gets that checkpoint's folder under this private key of its Tune config (study.journal).
+FROM_CHECKPOINT = "_from_checkpoint"
+
+
+def trial_config(config: dict) -> dict:
+    """A Tune config without the driver's private keys (those starting with "_")."""
+    return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
 def _known(name: str, options) -> str:

@@ -48,6 +48,19 @@ def load_state(folder: str) -> dict:
     return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
+def _resume_state(config: dict) -> dict | None:
+    """The state to continue from: this trial's own last checkpoint (Tune restarted it),
+    else the checkpoint of the trial it continues after a --resume (study.journal), else None."""
+    from ray import tune
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            return load_state(folder)
+    if config.get(names.FROM_CHECKPOINT):
+        return load_state(config[names.FROM_CHECKPOINT])
+    return None
+
+
 def tune_trainable(config: dict) -> None:
     """Tune function trainable: config is the flat dotted trial config.
 
@@ -57,13 +70,9 @@ def tune_trainable(config: dict) -> None:
     """
     from ray import tune
 
-    cfg = TrialConfig.from_flat(config)
+    cfg = TrialConfig.from_flat(names.trial_config(config))
     trial_id = tune.get_context().get_trial_id()
-    resume = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            resume = load_state(folder)
+    resume = _resume_state(config)
     last_epoch: dict = {}
 
     def report(metrics: dict, state) -> None:

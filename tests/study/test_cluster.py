@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from fixtures import free_port
+from fixtures import free_port, start_mlflow_server
 
 from analysis.results import load_results
 
@@ -133,11 +133,7 @@ def test_smoke_sweep_logs_to_a_real_mlflow_server_on_loopback(ray_cluster, tmp_p
 
     from study.sweep import main
     port = free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_mlflow_server(tmp_path, port)
     try:
         _wait_for_port(port, 90)
         assert set(_listening(_descendants(server.pid))) <= LOOPBACK

@@ -221,7 +221,7 @@ def test_runs_of_trials_without_a_row_are_dropped_after_a_resume(tmp_path):
     # sweep replaces that trial, and its run must not outnumber the rows.
     from mlflow.tracking import MlflowClient
 
-    from study.mlflow_sink import drop_orphan_runs, start_parent_run
+    from study.mlflow_store import drop_orphan_runs, start_parent_run
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment_id, parent = start_parent_run(uri, "kpcl", "s", {}, tmp_path / "artifacts")
     client = MlflowClient(uri)
@@ -263,18 +263,3 @@ def test_select_smoke_sweep_writes_selection_rows_runs_and_the_report(ray_cluste
     report = (tmp_path / "sel" / "report" / "report.md").read_text()
     assert "### Q1" in report and "### Q2" in report and "### Q3" in report
     assert (tmp_path / "sel" / "report" / "selection_entropy.png").exists()
-
-
-def test_rows_of_trials_the_experiment_does_not_know_are_set_aside_not_lost(tmp_path):
-    from study.plan import SweepPlan
-    from study.runner import set_aside_unknown_rows
-    plan = SweepPlan(study="kpcl", name="s", storage=str(tmp_path), base={})
-    for kind, ids in (("trials", "ab"), ("history", "ab"), ("selection", "b")):
-        (plan.results_dir / kind).mkdir(parents=True)
-        for trial_id in ids:
-            (plan.results_dir / kind / f"{trial_id}.parquet").write_bytes(b"x")
-    set_aside_unknown_rows(plan, known={"a"})
-    assert sorted(f.name for f in (plan.results_dir / "trials").iterdir()) == ["a.parquet"]
-    assert sorted(str(f.relative_to(plan.results_dir / "orphaned")) for f in
-                  (plan.results_dir / "orphaned").rglob("*.parquet")) == [
-        "history/b.parquet", "selection/b.parquet", "trials/b.parquet"]

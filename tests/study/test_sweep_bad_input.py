@@ -45,6 +45,33 @@ BAD = [
     (["select", "--set", "select.budgets=ten"], "select.budgets"),
     (["select", "--set", "select.delta=0.5"], "set per trial by this study"),
     (["select", "--set", "select.strategies=random,oracle"], "select.strategies"),
+    (["kpcl", "--set", "device=gpu"], "device='gpu' is invalid: allowed 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    (["kpcl", "--set", "device=cuda:x"], "device='cuda:x' is invalid"),
+    (["kpcl", "--set", "device=cuda:-1"], "device='cuda:-1' is invalid"),
+    (["kpcl", "--set", "device=mps"], "device='mps' is invalid"),
+    (["kpcl", "--set", "optim.lr=1e308"], "optim.lr=1e+308 is invalid: allowed > 0 and <= 10"),
+    (["kpcl", "--set", "model.width=100000"], "model.width=100000 is invalid: allowed >= 1 and <= 512 or None"),
+    (["kpcl", "--set", "optim.batch_size=1000000"], "optim.batch_size=1000000 is invalid: allowed >= 2 and <= 8192"),
+    (["kpcl", "--set", "optim.epochs=100000"], "optim.epochs=100000 is invalid: allowed >= 0 and <= 5000"),
+    (["kpcl", "--set", "probe.epochs=1e9"], "probe.epochs=1000000000 is invalid: allowed >= 1 and <= 5000"),
+    (["kpcl", "--set", "data.image_size=100000"], "data.image_size=100000 is invalid: allowed >= 8 and <= 512"),
+    (["kpcl", "--set", "eval.knn_k=1000000"], "eval.knn_k=1000000 is invalid: allowed >= 1 and <= 1000"),
+    (["kpcl", "--set", "data.data_seed=-5"], "data.data_seed=-5 is invalid: allowed >= 0"),
+    (["kpcl", "--set", "eval.sigma=NaN"], "eval.sigma=nan is invalid: allowed a finite number"),
+    (["kpcl", "--set", "eval.sigma=Infinity"], "eval.sigma=inf is invalid: allowed a finite number"),
+    (["kpcl", "--set", "eval.sigma=nan"], "eval.sigma='nan' is invalid: allowed a finite number"),
+    (["kpcl", "--set", "optim.lr=-Infinity"], "optim.lr=-inf is invalid: allowed a finite number"),
+    (["kpcl", "--set", "optim.lr=1" + "0" * 400], "optim.lr=100000000000000000...0000000000000000000 is invalid"),
+    (["kpcl", "--seed", "-1"], "--seed -1: must be in [0, 4294967295]"),
+    (["kpcl", "--seed", str(2**32)], "--seed 4294967296: must be in [0, 4294967295]"),
+    (["select", "--smoke", "--seed", str(2**32 - 2)], "later trials would use seeds above 4294967295"),
+    (["kpcl", "--name", "n" * 300], "--name: 300 characters, more than the 255 this file system allows"),
+    (["kpcl", "--imbalance-levels", "1,10,1"], "1 given more than once"),
+    (["kpcl", "--imbalance-levels", "1,inf"], "finite"),
+    (["kpcl", "--cpus-per-trial", "1000"], "--cpus-per-trial 1000: this machine has"),
+    (["kpcl", "--cpus-per-trial", "nan"], "--cpus-per-trial=nan: must be > 0 and finite"),
+    (["kpcl", "--gpus-per-trial", "nan"], "--gpus-per-trial=nan: must be a finite number"),
+    (["kpcl", "--gpus-per-trial", "2"], "--gpus-per-trial 2: this machine has no GPUs"),
 ]
 
 
@@ -114,6 +141,31 @@ BAD_DATA = {
                                              "refusing"),
     "cifar folder empty": (lambda r: (r / "cifar-10-batches-py").mkdir(parents=True) or
                            ["kpcl", "--smoke", "--dataset", "cifar10", "--data-root", str(r)], "missing data_batch_1"),
+    # (helpers _big_image, _nested and _batch are at the end of this file)
+    "list train with one class": (lambda r: _imagelist(r, ["train/ok.png 0", "train/ok.png 0"]),
+                                  "train.txt: the train list has one class (0)"),
+    "list val label no train image has": (lambda r: _imagelist(r, ["train/ok.png 0", "train/ok.png 1"]),
+                                          "val.txt: label 2 has no train image"),
+    "list train classes not dense": (lambda r: _imagelist(r, ["train/ok.png 0", "train/ok.png 2"]),
+                                     "1 of 0..2 have no image (first: [1])"),
+    "list label 10**12": (lambda r: _imagelist(r, ["train/ok.png 0", "train/ok.png 1000000000000"]),
+                          "train.txt:2: label 1000000000000 is over the limit: labels are 0..99,999"),
+    "list label 3,000,000": (lambda r: _imagelist(r, ["train/ok.png 0", "train/ok.png 3000000"]),
+                             "train.txt:2: label 3000000 is over the limit: labels are 0..99,999"),
+    "list image over the pixel limit": (lambda r: _big_image(r, 8000, 8000),
+                                        "big.ppm: 8000x8000 is over the limit of 50,000,000 pixels per image"),
+    "list image PIL calls a bomb": (lambda r: _big_image(r, 20000, 20000),
+                                    "big.ppm: over the limit of 50,000,000 pixels per image"),
+    "cifar data not uint8": (lambda r: _cifar(r, _batch("int64", 0)), "data must be a uint8 array (pixels 0..255), "
+                                                                       "got int64"),
+    "cifar data over 255": (lambda r: _cifar(r, _batch("int16", 300)), "data must be a uint8 array (pixels 0..255), "
+                                                                        "got int16"),
+    "cifar label out of range": (lambda r: _cifar(r, _batch("uint8", 0, label=10**30)),
+                                 "labels outside 0..9 (found a label of 13 digits or more)"),
+    "cifar shared-reference bomb": (lambda r: _cifar(r, _pickled({b"data": _nested(500, 3), b"labels": [0]})),
+                                    "refusing b'data': nested deeper than a batch's dict -> list -> number"),
+    "cifar list of 200,000 references": (lambda r: _cifar(r, _pickled({b"data": [b"x"] * 200_000, b"labels": [0]})),
+                                         "refusing a container of more than 100,000 items"),
 }
 
 
@@ -137,6 +189,18 @@ def test_unwritable_storage_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["kpcl", "--storage", str(blocker / "runs")])
     assert exit_.value.code == 2 and "--storage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda t: (t / "loop").symlink_to(t / "loop") or t / "loop" / "runs", "cannot be resolved"),
+    (lambda t: "/proc/1/nowhere/runs", "cannot write there"),
+], ids=["symlink loop", "cannot be created"])
+def test_a_storage_that_cannot_be_made_is_refused_and_nothing_is_left(make, words, tmp_path, capsys):
+    storage = make(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["kpcl", "--smoke", "--storage", str(storage)])
+    assert exit_.value.code == 2 and words in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not os.path.exists("/proc/1/nowhere")
 
 
 def test_list_shows_every_study(capsys):
@@ -170,3 +234,41 @@ def test_a_fixed_kcl_k_is_refused_from_2m_minus_2_on(sets, limit, tmp_path, monk
     with pytest.raises(SystemExit) as exit_:
         main([*argv, "--set", f"loss.k={limit}", "--name", "at"])
     assert exit_.value.code == 2 and f"pick k < {limit}" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ helpers of BAD_DATA's later entries
+
+def _big_image(root, width, height):
+    """A list dataset whose train list names a PPM declaring width x height pixels (its
+    header only: PIL reads the size without the pixels)."""
+    argv = _imagelist(root, ["train/ok.png 0", "train/big.ppm 1", "train/ok.png 2"])
+    (root / "train" / "big.ppm").write_bytes(f"P6\n{width} {height}\n255\n".encode() + bytes(64))
+    return argv
+
+
+def _nested(fanout: int, levels: int) -> list:
+    """[[...[0] * fanout...] * fanout] * fanout: one list per level, pickled as memo references
+    (a few KB), fanout ** levels numbers once expanded."""
+    value = [0] * fanout
+    for _ in range(levels - 1):
+        value = [value] * fanout
+    return value
+
+
+def _batch(dtype: str, fill: int, label: int = 0) -> bytes:
+    """A CIFAR-10 batch of 10 images of `dtype` holding `fill`, the last label `label`."""
+    import numpy as np
+    return _pickled({b"data": np.full((10, 3072), fill, dtype=dtype), b"labels": [0] * 9 + [label]})
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_DATA if c.startswith("list")])
+def test_a_refused_list_dataset_leaves_no_decode_cache(case, tmp_path, monkeypatch):
+    import time
+    monkeypatch.setattr(study.runner, "run_sweep", lambda *a, **k: pytest.fail("the sweep started on bad data"))
+    argv = BAD_DATA[case][0](tmp_path / "data")
+    start = time.perf_counter()
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--storage", str(tmp_path / "runs")])
+    assert exit_.value.code == 2 and time.perf_counter() - start < 5.0
+    assert not (tmp_path / "data" / ".cache").exists()
+    assert [p for p in tmp_path.rglob("*") if p.suffix == ".npy" or p.name.startswith(".tmp-")] == []

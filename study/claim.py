@@ -1,0 +1,139 @@
+"""One driver per sweep folder: an exclusively created lock file, with stale-lock detection.
+
+    <sweep>/sweep.lock   {"host": ..., "pid": ..., "boot": ..., "since": ...}
+
+Two sweeps started at once with the same --name (or a --resume of a sweep that is
+still running) would otherwise write into one folder. The claim is
+`open(O_CREAT | O_EXCL)`, atomic on local file systems and on NFS v3+. The holder
+refreshes the file's modification time every HEARTBEAT_S seconds.
+
+A lock is stale when its holder is gone: on the same host, no process has its pid
+with its start time; on another host (a shared folder), its heartbeat is older
+than STALE_S. A stale lock is moved aside (rename, atomic) and the claim retried,
+so two drivers breaking the same stale lock cannot both win.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+FILE = "sweep.lock"
+HEARTBEAT_S = 20.0
+STALE_S = 120.0
+
+
+class Claimed(ValueError):
+    """The sweep folder is held by a running driver (the message names it)."""
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None
+    when there is no such process: a pid reused by another process has another start time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:                      # someone else's process
+        return True
+    return True
+
+
+def _holder_alive(holder: dict, mtime: float) -> bool:
+    if holder.get("host") == socket.gethostname() and holder.get("boot") == _boot_id():
+        pid = int(holder.get("pid", -1))
+        if holder.get("ticks") is None:          # no /proc (macOS): the pid alone
+            return pid > 0 and _pid_exists(pid)
+        return _start_ticks(pid) == holder["ticks"]
+    return time.time() - mtime < STALE_S
+
+
+def describe(holder: dict) -> str:
+    return f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('since')}"
+
+
+class SweepLock:
+    """The claim on one sweep folder; `release` (or process death, for a same-host
+    successor) gives it up."""
+
+    def __init__(self, sweep_dir: Path):
+        self.path = Path(sweep_dir) / FILE
+        self.record = {"host": socket.gethostname(), "pid": os.getpid(), "boot": _boot_id(),
+                       "ticks": _start_ticks(os.getpid()),
+                       "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        self._stop = threading.Event()
+
+    def acquire(self) -> "SweepLock":
+        """Claim the folder (created if missing) or raise Claimed naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._break_if_stale()
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.record, f)
+            threading.Thread(target=self._heartbeat, daemon=True).start()
+            return self
+        raise Claimed(f"{self.path.parent}: could not claim the sweep folder (its lock keeps changing)")
+
+    def _break_if_stale(self) -> None:
+        try:
+            text, mtime = self.path.read_text(), self.path.stat().st_mtime
+        except FileNotFoundError:
+            return                                   # released meanwhile: claim again
+        try:
+            holder = json.loads(text)
+        except ValueError:
+            holder = {}                              # cut short while written: judged by its age
+        if _holder_alive(holder, mtime) or (not holder and time.time() - mtime < HEARTBEAT_S):
+            raise Claimed(f"{self.path.parent} is in use by a running sweep ({describe(holder)}); "
+                          f"if that sweep is gone, remove {self.path}")
+        aside = self.path.with_name(f"{FILE}.stale-{os.getpid()}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return                                   # another driver broke it first
+        if aside.read_text() != text:                # moved a fresh claim, not the stale one
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+        aside.unlink()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
+
+    def release(self) -> None:
+        """Remove the lock if it is still this driver's."""
+        self._stop.set()
+        try:
+            if json.loads(self.path.read_text()) == self.record:
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass

@@ -1,0 +1,138 @@
+"""The sweep's own record of its trials: what `--resume` rebuilds the search from.
+
+    <sweep>/journal.jsonl    one JSON line per trial the searcher handed to Tune:
+      {"n": 3, "trial_id": "3f2a1_00003", "slot": 1, "config": {...},
+       "params": {...}, "distributions": {...}}
+
+`n` counts the sweep's trials in the order they were suggested; `slot` is the
+imbalance level x cell the trial belongs to (study.searcher); `params` and
+`distributions` are the Optuna trial's (empty for a grid). A line is written and
+fsynced in the searcher's `suggest`, before Tune starts the trial, so every row
+under results/ belongs to a line. A trial that a resumed sweep continues gets a
+second line with the same `n` and its new trial id.
+
+--resume reads this file, sweep.json, the Parquet rows and weights-only
+checkpoints, all as data. It never reads what Ray pickles into the sweep folder
+(tuner.pkl, experiment_state-*.json, search_gen_state-*.json): those would run
+code that anyone who can write to a shared storage folder put there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainables import names
+
+FILE = "journal.jsonl"
+
+
+class Damaged(ValueError):
+    """A journal or results row that --resume cannot read (the message names the file)."""
+
+
+@dataclass
+class Entry:
+    """One trial of the sweep (its journal lines for one `n`)."""
+    n: int
+    slot: int
+    config: dict
+    trial_ids: list[str]                  # the Tune trials that ran it, oldest first
+    params: dict = field(default_factory=dict)
+    distributions: dict = field(default_factory=dict)
+
+
+@dataclass
+class Resumed:
+    """What a resumed search starts from.
+
+    done: n -> the finished trial's objective values (None: error, stopped or diverged).
+    pending: the trials that started and have no row, each with the folder of its
+        newest checkpoint (None: it had not finished an epoch); they run again first.
+    """
+    entries: list[Entry]
+    done: dict[int, list[float] | None]
+    pending: list[tuple[Entry, str | None]]
+
+
+def append(path: Path, record: dict) -> None:
+    """One line, flushed to disk before the trial can start."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read(path: Path) -> list[Entry]:
+    """The journal's trials by `n`. A last line cut short by a crash is ignored (its
+    trial never started); a bad line anywhere else is a damaged journal."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    entries: dict[int, Entry] = {}
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+            n, trial_id = int(record["n"]), str(record["trial_id"])
+            entry = Entry(n, int(record["slot"]), dict(record["config"]), [trial_id],
+                          dict(record.get("params", {})), dict(record.get("distributions", {})))
+        except (ValueError, KeyError, TypeError):
+            if i == len(lines) - 1:
+                break
+            raise Damaged(f"{path}: line {i + 1} is not a journal record; the sweep cannot be resumed "
+                          "from a damaged journal") from None
+        if n in entries:
+            entries[n].trial_ids.append(trial_id)
+        else:
+            entries[n] = entry
+    return [entries[n] for n in sorted(entries)]
+
+
+def started(path: Path) -> bool:
+    """Whether any trial of the sweep was handed to Tune."""
+    return bool(read(path))
+
+
+def _objective_values(row_file: Path, objectives: list[str]) -> list[float] | None:
+    """A row's objective values for Optuna; None for a trial without all of them."""
+    import pyarrow.parquet as pq
+    try:
+        table = pq.read_table(row_file, columns=[names.STATUS, *objectives])
+    except Exception as e:                     # pyarrow raises several kinds
+        raise Damaged(f"{row_file}: not a readable results row ({e}); move it away to rerun its "
+                         "trial") from None
+    row = table.to_pylist()[0] if table.num_rows == 1 else None
+    if row is None:
+        raise Damaged(f"{row_file}: holds {table.num_rows} rows, a trial's file holds one")
+    values = [row[m] for m in objectives]
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def newest_checkpoint(sweep_dir: Path, trial_ids: list[str]) -> str | None:
+    """The newest checkpoint folder among the trials that ran one journal entry."""
+    from trainables.tune_adapter import STATE_FILE
+    for trial_id in reversed(trial_ids):
+        folders = sorted((sweep_dir / f"trial_{trial_id}").glob("checkpoint_*"))
+        folders = [f for f in folders if (f / STATE_FILE).is_file()]
+        if folders:
+            return str(folders[-1])
+    return None
+
+
+def resume_state(sweep_dir: Path, objectives: list[str]) -> Resumed:
+    """Rebuild a sweep's progress from its journal, rows and checkpoints."""
+    trials = sweep_dir / "results" / "trials"
+    entries, done, pending = read(sweep_dir / FILE), {}, []
+    for entry in entries:
+        row = next((trials / f"{t}.parquet" for t in reversed(entry.trial_ids)
+                    if (trials / f"{t}.parquet").exists()), None)
+        if row is None:
+            pending.append((entry, newest_checkpoint(sweep_dir, entry.trial_ids)))
+        else:
+            done[entry.n] = _objective_values(row, objectives)
+    return Resumed(entries, done, pending)

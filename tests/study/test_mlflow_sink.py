@@ -194,3 +194,31 @@ def test_runs_missing_when_the_sweep_ends_are_counted_in_seconds_then_filled_in_
     # a second pass finds nothing to do, and no run is duplicated
     assert reconcile(server.uri, state, tmp_path / "down-at-end", flush_s=1, timeout=60) == 0
     assert len(_children(server, state)) == 2
+
+
+def test_a_sweep_outlives_an_mlflow_outage_reports_the_gap_and_a_resume_fills_it(
+        ray_cluster, server, quick_mlflow, tmp_path, capsys):
+    # The real sweep, its tracking server silent from its first trial to its end.
+    from study.sweep import main
+    argv = ["kpcl", "--smoke", "--num-samples", "2", "--imbalance-levels", "10", "--storage", str(tmp_path),
+            "--mlflow-uri", server.uri]
+    journal = tmp_path / "out" / "journal.jsonl"
+
+    def cut_when_trials_start():
+        deadline = time.monotonic() + 300
+        while not journal.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.proxy.set(up=False)
+    threading.Thread(target=cut_when_trials_start, daemon=True).start()
+    assert main([*argv, "--name", "out"]) == 0                # the trials never waited for MLflow
+    assert len(load_results(tmp_path / "out")) == 2
+    assert "run(s) missing in MLflow" in capsys.readouterr().out
+    server.proxy.set(up=True)
+    assert main(["kpcl", "--resume", "out", "--storage", str(tmp_path)]) == 0
+    state = json.loads((tmp_path / "out" / "mlflow.json").read_text())
+    runs = _children(server, state)
+    rows = load_results(tmp_path / "out").set_index("trial_id")
+    assert set(runs) == set(rows.index) and {r.info.status for r in runs.values()} == {"FINISHED"}
+    for trial_id, run in runs.items():
+        final = {k: v for k, v in run.data.metrics.items() if k not in names.EPOCH_METRICS}
+        assert final == names.row_metrics(rows.loc[trial_id].to_dict())

@@ -128,7 +128,17 @@ def trials_left(plan: SweepPlan, resumed: journal.Resumed | None) -> int:
 def open_tracking(plan: SweepPlan, commit: str, command: str) -> dict:
     """Create the study's MLflow experiment and the sweep's parent run, once, in the
     driver; record their ids in mlflow.json for --resume."""
-    from study.mlflow_store import start_parent_run
+    from study.mlflow_store import end_parent_run, start_parent_run
+    from study.tracking import bounded
+    earlier = plan.sweep_dir / "mlflow.json"
+    if earlier.exists() and not plan.resume:
+        # this --name's earlier sweep failed before its first trial: its parent run ends
+        # FAILED rather than RUNNING forever (best effort; it may be in another store)
+        try:
+            bounded(end_parent_run, plan.mlflow_uri, json.loads(earlier.read_text())["parent_run_id"],
+                    "FAILED", timeout=30)
+        except Exception:
+            pass
     experiment_id, parent = start_parent_run(plan.mlflow_uri, plan.study, plan.name,
                                              {"git_commit": commit, "command": command},
                                              Path(plan.storage) / "mlartifacts")
@@ -154,8 +164,10 @@ def _run(plan: SweepPlan, commit: str, versions: dict, command: str) -> dict:
     with ThreadPoolExecutor(1) as pool:
         # Creating a new store takes seconds; it overlaps Ray's start (Tune pickles the
         # sink when it builds the Tuner, which waits for the store). No trial is logged early.
-        tracking = (pool.submit(open_tracking, plan, commit, command) if resumed is None else
-                    pool.submit(json.loads, (plan.sweep_dir / "mlflow.json").read_text()))
+        # (a sweep that failed before MLflow was opened has no ids to resume with: open it now)
+        ids = plan.sweep_dir / "mlflow.json"
+        tracking = (pool.submit(json.loads, ids.read_text()) if resumed and ids.exists() else
+                    pool.submit(open_tracking, plan, commit, command))
         start_ray(plan.address)
         check_cluster(plan)
         provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}

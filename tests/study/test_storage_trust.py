@@ -175,6 +175,21 @@ def test_a_sweep_interrupted_before_its_first_trial_leaves_a_folder_its_name_can
         validate(build_parser().parse_args([*SWEEP, "--storage", str(tmp_path), "--name", "early"]))
 
 
+def test_resources_no_node_has_are_refused_once_joined_and_the_name_can_be_reused(ray_cluster, tmp_path,
+                                                                                 capsys):
+    # A remote cluster (here: the session's, joined by address) is checked once joined.
+    import ray
+    argv = [*SWEEP, "--num-samples", "1", "--storage", str(tmp_path), "--name", "big",
+            "--address", ray.get_runtime_context().gcs_address]
+    assert main([*argv, "--cpus-per-trial", "3"]) == 2
+    assert ("a trial asks for 3 CPUs and 0 GPUs on one node; the cluster's nodes have 2 CPUs and 0 GPUs"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "big" / "journal.jsonl").exists()
+    assert main(argv) == 0                  # the folder of a sweep without trials is reused
+    _, parents, children = mlflow_runs(tmp_path, "kpcl")
+    assert sorted(p.info.status for p in parents) == ["FAILED", "FINISHED"] and len(children) == 1
+
+
 def test_ctrl_c_ends_the_driver_within_seconds_with_the_resume_line(tmp_path):
     proc = _sweep(tmp_path, "c", "--epochs", "50")
     journal = tmp_path / "c" / "journal.jsonl"

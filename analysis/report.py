@@ -9,16 +9,16 @@ confidence interval, and whether the losses' ranking by p(V) depends on sigma.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from analysis import figures, selection
+from analysis.markdown import escape, markdown_table, one_line
 from analysis.results import load_results
-from trainables import names
 from analysis.tables import (
+    KNOBS,
     add_derived,
     frontier_members,
     level_table,
@@ -26,17 +26,28 @@ from analysis.tables import (
     sigma_ranking,
     slope_table,
 )
+from trainables import names
+
+__all__ = ["REPORT_COLUMNS", "build_report", "main", "markdown_table", "write_report"]
+
+# The only columns the report reads: a large sweep loads a fraction of its rows' bytes.
+REPORT_COLUMNS = ["trial_id", "sweep", names.STATUS, "error", "num_classes", "class_counts", "loss.name",
+                  "data.imbalance_ratio", "eval.sigma", *KNOBS,
+                  *[c for p in names.PROBES for c in (*names.probe_columns(p), names.probe_metric(p, names.PER_CLASS))]]
+FAILURES_SHOWN, ERROR_CHARS = 20, 300
 
 
-def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
-    """A pipe table; floats rounded, NaN shown as '-'."""
-    def cell(v):
-        if isinstance(v, float):
-            return "-" if math.isnan(v) else (f"{v:g}" if v.is_integer() else f"{v:.{digits}f}")
-        return str(v)
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+def failures(df: pd.DataFrame) -> list[str]:
+    """The trials that did not end ok, with their error's last line: the first
+    FAILURES_SHOWN, each error cut to ERROR_CHARS (markdown_table escapes it: it is text from a row)."""
+    failed = df[df[names.STATUS] != "ok"]
+    if failed.empty:
+        return []
+    shown = failed[["trial_id", names.STATUS, "error"]].head(FAILURES_SHOWN).fillna("-")
+    shown["error"] = [one_line(e, ERROR_CHARS) for e in shown["error"]]
+    return [f"## Trials without status ok ({len(failed)})",
+            f"The first {len(shown)}, with the last line of their error:",
+            markdown_table(shown)]
 
 
 def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -> str:
@@ -52,8 +63,8 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
     counts = df[names.STATUS].value_counts().to_dict()
     parts = [
         "# Balanced feature spaces: sweep report",
-        f"Sweeps: {', '.join(sorted(df['sweep'].unique()))}. Trials: {len(df)} "
-        f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); the tables use the ok ones.",
+        f"Sweeps: {', '.join(escape(s) for s in sorted(df['sweep'].unique()))}. Trials: {len(df)} "
+        f"({', '.join(f'{n} {escape(s)}' for s, n in sorted(counts.items()))}); the tables use the ok ones.",
         "p(V) is read beside top-1, never alone: a uniformly poor encoder looks balanced. "
         "CV is the coefficient of variation of the class accuracies (std / mean), a scale-free "
         "spread: high top-1 with low CV is balanced because good; low top-1 is not, whatever p(V) says.",
@@ -78,6 +89,7 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
         markdown_table(ranking),
         "## Figures",
         *[f"![{p.stem}]({p.name})" for p in made if p is not None],
+        *failures(df),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -85,7 +97,7 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
 def write_report(paths, out: str | Path | None = None, sigmas=(0.1, 0.5, 1.0), probe: str = names.LT) -> Path:
     """Load the sweeps, write report.md and the PNGs into `out`; return report.md's path."""
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    df = load_results(paths)
+    df = load_results(paths, columns=REPORT_COLUMNS)
     out = Path(out) if out else paths[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
     text = build_report(df, out, list(sigmas), probe)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.results import load_results, read_parquet
+from analysis.markdown import escape
+from analysis.results import load_results, load_selection_rows
 from analysis.tables import ols_slope, t_quantile
 from trainables import names
 
@@ -33,11 +34,10 @@ def has_selection(path: str | Path) -> bool:
 def load_selection(paths) -> pd.DataFrame:
     """Every selection row of one or several sweeps, with its trial's columns."""
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    files = [f for p in paths for base in (p / "results", p) for f in sorted((base / "selection").glob("[!.]*.parquet"))]
-    if not files:
+    rows = load_selection_rows(paths)
+    if rows.empty:
         raise FileNotFoundError(f"no selection results under {', '.join(map(str, paths))}")
-    rows = pd.concat([read_parquet(f) for f in files], ignore_index=True)
-    trials = load_results(paths)[TRIAL_COLUMNS]
+    trials = load_results(paths, columns=TRIAL_COLUMNS)
     return rows.merge(trials[trials[names.STATUS] == "ok"], on="trial_id")
 
 
@@ -167,7 +167,7 @@ def report_sections(df: pd.DataFrame, out: Path, num_classes: int, markdown_tabl
 
 def _q1(df, markdown_table) -> list[str]:
     encoder = "simclr" if "simclr" in set(df["loss.name"]) else sorted(df["loss.name"].unique())[0]
-    parts = [f"### Q1: does selection in {encoder} features depend on the pool's imbalance?"]
+    parts = [f"### Q1: does selection in {escape(encoder)} features depend on the pool's imbalance?"]
     for measure in (names.ENTROPY, names.TOP1):
         slopes = imbalance_slopes(df, encoder, measure)
         if slopes.empty:
@@ -198,7 +198,7 @@ def _q2(df, markdown_table) -> list[str]:
         enc = df.drop_duplicates("trial_id").groupby("loss.name")[[LT_BALANCE, LT_TOP1]].mean()
         parts.append("The encoders' own balancedness and top-1 (long-tailed probe, mean over trials): "
                      + ", ".join(f"{loss} p(V) {r[LT_BALANCE]:.3f}, top-1 {r[LT_TOP1]:.3f}"
-                                 for loss, r in enc.iterrows()) + ".")
+                                 for loss, r in enc.rename(index=escape).iterrows()) + ".")
     return parts
 
 

@@ -193,6 +193,7 @@ def _finish(plan: SweepPlan, state: dict) -> int:
     exit status and never holds the driver unboundedly: the Parquet rows are the record,
     and runs MLflow could not take are counted and left for a later --resume."""
     from analysis.report import write_report
+    from analysis.results import compact
     from study.mlflow_sink import close_sinks, reconcile
     from study.mlflow_store import attach_folder, drop_orphan_runs, end_parent_run
     from study.summary import summarize_sweep
@@ -203,6 +204,7 @@ def _finish(plan: SweepPlan, state: dict) -> int:
         close_sinks(5.0)                          # queued writes, briefly: the resume reconciles the rest
         print(f"\ninterrupted after {len(written)} of {total_trials(plan)} trials; continue with:\n  {resume}")
         return 130
+    compact(plan.sweep_dir)                       # one file per kind: fast loads and reports
     report = write_report(plan.sweep_dir, plan.sweep_dir / "report").parent if ok else None
     uri, parent, attached = plan.mlflow_uri, state["parent_run_id"], False
     try:

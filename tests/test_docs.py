@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-COMMAND = re.compile(r"python -m (study\.sweep|trainables\.trial|analysis\.report|study\.bench)\b([^`|&;#]*)")
+COMMAND = re.compile(r"python -m (study\.sweep|trainables\.trial|analysis\.report|study\.bench_results|study\.bench)\b"
+                     r"([^`|&;#]*)")
 
 
 def _code(text: str) -> list[str]:
@@ -32,15 +33,17 @@ def commands() -> list[tuple[str, str, list[str]]]:
 def _parser(module: str):
     import analysis.report
     import study.bench
+    import study.bench_results
     import study.sweep
     import trainables.trial
     return {"study.sweep": study.sweep, "trainables.trial": trainables.trial,
-            "analysis.report": analysis.report, "study.bench": study.bench}[module].build_parser()
+            "analysis.report": analysis.report, "study.bench": study.bench,
+            "study.bench_results": study.bench_results}[module].build_parser()
 
 
 def test_the_docs_hold_commands_of_every_entry_point():
     modules = {module for _, module, _ in commands()}
-    assert modules == {"study.sweep", "trainables.trial", "analysis.report", "study.bench"}
+    assert modules == {"study.sweep", "trainables.trial", "analysis.report", "study.bench", "study.bench_results"}
     assert len(commands()) >= 20
 
 

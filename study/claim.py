@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -59,12 +60,23 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def _holder_alive(holder: dict, mtime: float) -> bool:
     if holder.get("host") == socket.gethostname() and holder.get("boot") == _boot_id():
         pid = int(holder.get("pid", -1))
-        if holder.get("ticks") is None:          # no /proc (macOS): the pid alone
+        if holder.get("pidns") != _pid_namespace():
+            return time.time() - mtime < STALE_S     # another container: its pids are not ours
+        ticks = _start_ticks(pid)
+        if holder.get("ticks") is None or ticks is None:
+            # no /proc (macOS), or another user's process hidden (hidepid): the pid alone
             return pid > 0 and _pid_exists(pid)
-        return _start_ticks(pid) == holder["ticks"]
+        return ticks == holder["ticks"]
     return time.time() - mtime < STALE_S
 
 
@@ -79,6 +91,7 @@ class SweepLock:
     def __init__(self, sweep_dir: Path):
         self.path = Path(sweep_dir) / FILE
         self.record = {"host": socket.gethostname(), "pid": os.getpid(), "boot": _boot_id(),
+                       "pidns": _pid_namespace(),
                        "ticks": _start_ticks(os.getpid()),
                        "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
         self._stop = threading.Event()
@@ -110,24 +123,31 @@ class SweepLock:
         if _holder_alive(holder, mtime) or (not holder and time.time() - mtime < HEARTBEAT_S):
             raise Claimed(f"{self.path.parent} is in use by a running sweep ({describe(holder)}); "
                           f"if that sweep is gone, remove {self.path}")
-        aside = self.path.with_name(f"{FILE}.stale-{os.getpid()}")
+        aside = self.path.with_name(f"{FILE}.stale-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}")
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return                                   # another driver broke it first
-        if aside.read_text() != text:                # moved a fresh claim, not the stale one
-            try:
+        try:
+            if aside.read_text() != text:            # moved a fresh claim, not the stale one
                 os.link(aside, self.path)
-            except FileExistsError:
-                pass
-        aside.unlink()
+        except FileExistsError:
+            pass
+        except OSError as e:                         # no hard links here (SMB, exFAT)
+            raise Claimed(f"{self.path.parent}: could not claim the sweep folder ({e})") from None
+        finally:
+            aside.unlink(missing_ok=True)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 os.utime(self.path)
-            except OSError:
+            except FileNotFoundError:
+                print(f"warning: {self.path} was removed while this sweep runs; another driver may "
+                      "claim the folder", file=sys.stderr)
                 return
+            except OSError:
+                continue                             # a passing NFS error: the next beat retries
 
     def release(self) -> None:
         """Remove the lock if it is still this driver's."""

@@ -59,11 +59,24 @@ class Resumed:
 
 
 def append(path: Path, record: dict) -> None:
-    """One line, flushed to disk before the trial can start."""
+    """One line, flushed to disk before the trial can start. A last line cut short by
+    a crash is cut off first, so that it never glues onto this one."""
+    _drop_torn_tail(path)
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def _drop_torn_tail(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
 
 
 def read(path: Path) -> list[Entry]:
@@ -114,13 +127,19 @@ def _objective_values(row_file: Path, objectives: list[str]) -> list[float] | No
 
 
 def newest_checkpoint(sweep_dir: Path, trial_ids: list[str]) -> str | None:
-    """The newest checkpoint folder among the trials that ran one journal entry."""
-    from trainables.tune_adapter import STATE_FILE
+    """The newest checkpoint folder among the trials that ran one journal entry whose
+    state loads (weights only): one cut short by a crash while Ray copied it is skipped
+    for the one before it."""
+    from trainables.tune_adapter import STATE_FILE, load_state
     for trial_id in reversed(trial_ids):
-        folders = sorted((sweep_dir / f"trial_{trial_id}").glob("checkpoint_*"))
-        folders = [f for f in folders if (f / STATE_FILE).is_file()]
-        if folders:
-            return str(folders[-1])
+        for folder in sorted((sweep_dir / f"trial_{trial_id}").glob("checkpoint_*"), reverse=True):
+            if not (folder / STATE_FILE).is_file():
+                continue
+            try:
+                load_state(str(folder))
+            except Exception:                  # torch raises several kinds on a torn file
+                continue
+            return str(folder)
     return None
 
 

@@ -23,6 +23,11 @@ MAX_SEED = 2**32 - 1                    # numpy's and torch's seeds
 SMOKE_LEVELS = (1.0, 10.0)
 
 
+class Refused(ValueError):
+    """Bad input found only after validation (once Ray started, or in the sweep folder):
+    exit 2, one line."""
+
+
 @dataclass(frozen=True)
 class SweepPlan:
     study: str
@@ -202,6 +207,10 @@ def _resumed(args, storage: Path, name: str) -> SweepPlan:
         raise ValueError(f"{file}: not a sweep plan ({e})") from None
     if plan.study != args.study:
         raise ValueError(f"--resume {name}: a {plan.study} sweep, not {args.study}")
+    from study.journal import FILE, started
+    if not started(plan.sweep_dir / FILE) and any(plan.sweep_dir.glob("results/trials/*.parquet")):
+        raise ValueError(f"--resume {name}: its rows have no journal.jsonl (a sweep of an older version, or "
+                         "the journal was removed); it cannot be continued without repeating trials")
     # the saved plan is checked as the command line was (it is data from a shared folder)
     _check_trial_configs(STUDIES[plan.study], plan.base, plan.levels or list(plan.ratio_range or ()), plan.seed)
     return plan

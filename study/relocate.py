@@ -12,8 +12,11 @@ S1 and S0 is never touched.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
+
+from study.plan import Refused
 
 COLUMNS = ("artifact_location", "artifact_uri")
 
@@ -42,15 +45,42 @@ def rebase_store(db_file: Path, old: Path, new: Path) -> int:
 
 def follow_move(sweep_dir: Path, storage: Path, mlflow_uri: str | None) -> None:
     """If the sweep was created under another storage folder, point the local MLflow
-    store at this one (nothing to do for a tracking server) and record the new place."""
+    store at this one (nothing to do for a tracking server) and record the new place.
+
+    When only the sweep folder moved (not the store with it), this store never held its
+    parent run: its MLflow ids are set aside, the resume opens a new parent run, and the
+    runs are filled in from the rows at the end."""
     plan_file = sweep_dir / "sweep.json"
     saved = json.loads(plan_file.read_text())
     old = Path(saved["storage"])
     if old == storage:
         return
     db_file = storage / "mlflow.db"
-    if mlflow_uri is None and db_file.exists():
-        changed = rebase_store(db_file, old, storage)
-        print(f"{sweep_dir.name} was created in {old}: {changed} artifact path(s) of {db_file} now point "
-              f"into {storage}")
-    plan_file.write_text(json.dumps({**saved, "storage": str(storage)}, indent=2))
+    if mlflow_uri is None:
+        try:
+            if db_file.exists():
+                changed = rebase_store(db_file, old, storage)
+                print(f"{sweep_dir.name} was created in {old}: {changed} artifact path(s) of {db_file} "
+                      f"now point into {storage}")
+            _forget_foreign_ids(sweep_dir, db_file)
+        except sqlite3.Error as e:
+            raise Refused(f"{db_file}: cannot follow the sweep's move ({e}); is the copy writable?") from None
+    tmp = plan_file.with_name(".sweep.json.tmp")
+    tmp.write_text(json.dumps({**saved, "storage": str(storage)}, indent=2))
+    os.replace(tmp, plan_file)
+
+
+def _forget_foreign_ids(sweep_dir: Path, db_file: Path) -> None:
+    ids = sweep_dir / "mlflow.json"
+    if not ids.exists():
+        return
+    parent = json.loads(ids.read_text()).get("parent_run_id")
+    found = False
+    if db_file.exists():
+        with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=30) as db:
+            found = db.execute("SELECT 1 FROM runs WHERE run_uuid = ?", (parent,)).fetchone() is not None
+        db.close()
+    if not found:
+        os.replace(ids, ids.with_name("mlflow.json.moved"))
+        print(f"{db_file} does not hold the sweep's MLflow runs (only the sweep folder moved): a new parent "
+              "run is opened, and the runs are filled in from the rows")

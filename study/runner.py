@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from study import journal
-from study.plan import SweepPlan
+from study.plan import Refused, SweepPlan
 from study.relocate import follow_move
 from study.studies import STUDIES
 from trainables import names
@@ -62,14 +62,18 @@ def trial_dirname(trial) -> str:
 
 def _trainable(plan: SweepPlan):
     """The Tune adapter with the plan's resources (GPU: as asked, else 1 if the cluster has any)."""
-    import ray
     from ray import tune
 
     from trainables.tune_adapter import tune_trainable
-    gpus = plan.gpus_per_trial
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    return tune.with_resources(tune_trainable, {"cpu": plan.cpus_per_trial, "gpu": gpus})
+    return tune.with_resources(tune_trainable, {"cpu": plan.cpus_per_trial, "gpu": trial_gpus(plan)})
+
+
+def trial_gpus(plan: SweepPlan) -> float:
+    """GPUs per trial: as asked, else 1 if the cluster has any GPU."""
+    import ray
+    if plan.gpus_per_trial is not None:
+        return plan.gpus_per_trial
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
 def start_ray(address: str | None) -> None:
@@ -93,16 +97,12 @@ def start_ray(address: str | None) -> None:
              log_to_driver=False, configure_logging=True, runtime_env=runtime_env, **local)
 
 
-class Refused(ValueError):
-    """Bad input found only once Ray has started (exit 2, one line)."""
-
-
 def check_cluster(plan: SweepPlan) -> None:
     """A trial needs its CPUs and GPUs on one node; refuse what no node of the cluster has
     (Ray would keep the trial pending forever)."""
     import ray
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    gpus = plan.gpus_per_trial or 0
+    gpus = trial_gpus(plan)
     if any(n.get("CPU", 0) >= plan.cpus_per_trial and n.get("GPU", 0) >= gpus for n in nodes):
         return
     have = ", ".join(f"{n.get('CPU', 0):g} CPUs and {n.get('GPU', 0):g} GPUs" for n in nodes) or "no nodes"
@@ -125,6 +125,9 @@ def trials_left(plan: SweepPlan, resumed: journal.Resumed | None) -> int:
     return total_trials(plan) - (len(resumed.done) if resumed else 0)
 
 
+OPEN_S = 180.0           # the most opening MLflow may take (a store another sweep is creating)
+
+
 def open_tracking(plan: SweepPlan, commit: str, command: str) -> dict:
     """Create the study's MLflow experiment and the sweep's parent run, once, in the
     driver; record their ids in mlflow.json for --resume."""
@@ -139,9 +142,13 @@ def open_tracking(plan: SweepPlan, commit: str, command: str) -> dict:
                     "FAILED", timeout=30)
         except Exception:
             pass
-    experiment_id, parent = start_parent_run(plan.mlflow_uri, plan.study, plan.name,
-                                             {"git_commit": commit, "command": command},
-                                             Path(plan.storage) / "mlartifacts")
+    try:
+        experiment_id, parent = bounded(start_parent_run, plan.mlflow_uri, plan.study, plan.name,
+                                        {"git_commit": commit, "command": command},
+                                        Path(plan.storage) / "mlartifacts", timeout=OPEN_S)
+    except Exception as e:                        # MLflow refused or did not answer: one line
+        raise Refused(f"MLflow at {plan.mlflow_uri}: cannot open the sweep's run "
+                      f"({str(e).splitlines()[0][:300] or type(e).__name__})") from None
     state = {"experiment_id": experiment_id, "parent_run_id": parent}
     (plan.sweep_dir / "mlflow.json").write_text(json.dumps(state))
     return state

@@ -154,6 +154,7 @@ class LevelSearch(JournaledSearch):
         # Each slot's Optuna study lives in a storage of ours, so that it can be read
         # through Optuna's public API (self.study) rather than OptunaSearch's internals.
         self.storages = [optuna.storages.InMemoryStorage() for _ in self.slots]
+        self.space = space
         self.searchers = [optuna_search(space, metrics, seed + i, storage)
                           for i, storage in enumerate(self.storages)]
         self.slot_of: dict[str, int] = {}          # trial id -> index of its slot
@@ -188,13 +189,24 @@ class LevelSearch(JournaledSearch):
         from optuna.distributions import json_to_distribution
         from optuna.trial import TrialState
         super().resume(resumed)
+        # New sampler seeds: a sampler seeded as before would draw the first trials'
+        # parameters again (its random state is not in the journal).
+        self.searchers = [optuna_search(self.space, self.metrics, resumed_seed(self.seed + i, self.started),
+                                        storage) for i, storage in enumerate(self.storages)]
         for entry in resumed.entries:
+            if not 0 <= entry.slot < len(self.slots):
+                raise journal.Damaged(f"journal line of trial {entry.n}: slot {entry.slot} is not one of this "
+                                      f"sweep's {len(self.slots)}")
             if entry.n not in resumed.done:
                 continue
             values = resumed.done[entry.n]
-            self.study(entry.slot).add_trial(optuna.trial.create_trial(
-                state=TrialState.COMPLETE if values else TrialState.FAIL, values=values, params=entry.params,
-                distributions={k: json_to_distribution(d) for k, d in entry.distributions.items()}))
+            try:
+                self.study(entry.slot).add_trial(optuna.trial.create_trial(
+                    state=TrialState.COMPLETE if values else TrialState.FAIL, values=values, params=entry.params,
+                    distributions={k: json_to_distribution(d) for k, d in entry.distributions.items()}))
+            except (ValueError, TypeError, KeyError) as e:
+                raise journal.Damaged(f"journal line of trial {entry.n}: its parameters do not fit the "
+                                      f"search ({e})") from None
 
     def study(self, slot: int):
         """Slot `slot`'s Optuna study: its trials, their states and values."""
@@ -207,6 +219,12 @@ class LevelSearch(JournaledSearch):
         complete = result is not None and all(m in result for m in self.metrics)
         self.searchers[self.slot_of[trial_id]].on_trial_complete(
             trial_id, result if complete else None, error=error or not complete)
+
+
+def resumed_seed(seed: int, started: int) -> int:
+    """A slot's sampler seed after a resume with `started` trials journaled: fixed by the
+    journal (so resuming twice from one state draws the same), unlike the first run's."""
+    return (seed + 1_000_003 * started) % 2**32
 
 
 def optuna_json(distribution) -> str:

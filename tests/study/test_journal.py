@@ -34,15 +34,26 @@ def test_a_torn_last_line_is_ignored_and_a_torn_middle_line_is_damage(tmp_path):
         journal.read(file)
 
 
+def test_a_torn_last_line_is_cut_off_before_the_next_line_is_appended(tmp_path):
+    file = tmp_path / journal.FILE
+    file.write_text(_line(0, "a") + "\n" + '{"n": 1, "tri')
+    journal.append(file, {"n": 1, "trial_id": "b", "slot": 0, "config": {}})
+    journal.append(file, {"n": 2, "trial_id": "c", "slot": 0, "config": {}})
+    assert [(e.n, e.trial_ids) for e in journal.read(file)] == [(0, ["a"]), (1, ["b"]), (2, ["c"])]
+
+
 def test_resume_state_splits_finished_from_pending_trials_and_finds_the_newest_checkpoint(tmp_path):
     (tmp_path / journal.FILE).write_text("\n".join([_line(0, "a"), _line(1, "b"), _line(2, "c"),
                                                     _line(1, "b2"), _line(3, "d")]) + "\n")
     _row(tmp_path, "a", 0.7)
     _row(tmp_path, "c", float("nan"), status="diverged")
-    for trial, epoch in (("b", 1), ("b", 2), ("b2", 1)):      # b2 continued b: its newest counts
+    import torch
+    for trial, epoch in (("b", 1), ("b", 2), ("b2", 1), ("b2", 2)):   # b2 continued b: its newest counts
         folder = tmp_path / f"trial_{trial}" / f"checkpoint_00000{epoch}"
         folder.mkdir(parents=True)
-        (folder / "state.pt").write_bytes(b"")
+        torch.save({"epoch": epoch}, folder / "state.pt")
+    # b2's newest was cut short while Ray copied it: the one before it is taken
+    (tmp_path / "trial_b2" / "checkpoint_000002" / "state.pt").write_bytes(b"PK\x03\x04torn")
     resumed = journal.resume_state(tmp_path, OBJECTIVES)
     assert resumed.done == {0: [0.7, 0.5], 2: None}
     assert [(e.n, e.trial_ids, ckpt and ckpt.split("/")[-2:]) for e, ckpt in resumed.pending] == [
@@ -59,6 +70,9 @@ def test_a_resumed_search_reruns_pending_trials_first_and_tells_optuna_the_finis
     again = LevelSearch(STUDIES["kpcl"].space, OBJECTIVES, [1.0, 10.0], 0, journal_file=file)
     again.resume(journal.resume_state(tmp_path, OBJECTIVES))
     assert again.suggest("b-again") == configs[1]             # the same trial, no checkpoint yet
+    # the samplers are seeded anew (the first run's seeds would draw its first trials again)
+    from study.searcher import resumed_seed
+    assert resumed_seed(0, 3) != resumed_seed(0, 0) == 0
     assert again.suggest("d")["data.imbalance_ratio"] == 10.0  # trial 3: slot 3 mod 2
     told = again.study(0).trials                                # a and c, from their rows
     assert [(t.state.name, t.values) for t in told] == [("COMPLETE", [0.6, 0.5]), ("COMPLETE", [0.8, 0.5])]

@@ -171,8 +171,10 @@ def test_a_resumed_search_continues_from_its_journal_and_rows(tmp_path):
         (1, "ce"), (10, "simclr"), (10, "ce"), (1, "simclr")]
     assert [c["seed"] for c in later] == [5, 5, 5] + [6] * 4 + [7] * 4 + [8]
     assert resumed.started == 21
-    # (TPE's random state starts again from the seed: the suggestions after a resume are
-    # drawn from the same trials, not the very numbers an uninterrupted run would draw)
+    # the samplers are seeded anew: slot 1's next draw (still random: 2 trials told) is not
+    # its first trial's again, as a sampler seeded as in the first run would draw it
+    searched = set(_study(resumed, 1).trials[0].params)
+    assert {k: later[0][k] for k in searched} != {k: configs[1][k] for k in searched}
 
 
 def test_a_resumed_ratio_range_search_keeps_searching_the_ratio(tmp_path):

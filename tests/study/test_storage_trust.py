@@ -113,6 +113,26 @@ def test_a_copied_sweep_resumes_where_it_now_is_and_leaves_the_original_untouche
     assert (copy / "mlartifacts").is_dir() and any((copy / "mlartifacts").rglob("report.md"))
 
 
+def test_a_sweep_folder_moved_without_its_store_resumes_into_the_store_where_it_is(finished, tmp_path, capsys):
+    # only the sweep folder travels: the new storage's store never held its runs
+    shutil.copytree(finished / "t", tmp_path / "t", symlinks=True)
+    assert main(["kpcl", "--resume", "t", "--storage", str(tmp_path)]) == 0
+    assert "a new parent run is opened" in capsys.readouterr().out
+    rows = load_results(tmp_path / "t")
+    _, parents, children = mlflow_runs(tmp_path, "kpcl")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(c.data.tags["trial_id"] for c in children) == sorted(rows["trial_id"])
+
+
+def test_rows_without_a_journal_are_not_resumed(finished, tmp_path, capsys):
+    copy = tmp_path / "s3"
+    shutil.copytree(finished, copy, symlinks=True)
+    (copy / "t" / "journal.jsonl").unlink()
+    with pytest.raises(SystemExit) as exit_:
+        main(["kpcl", "--resume", "t", "--storage", str(copy)])
+    assert exit_.value.code == 2 and "its rows have no journal.jsonl" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- one driver per sweep folder
 
 def test_a_stale_lock_of_a_dead_driver_is_broken_and_a_live_one_is_not(tmp_path):

@@ -189,6 +189,9 @@ def bounded(fn, *args, timeout: float):
     return box.get("value")
 
 
+SETTLE_S = 35.0          # how long close() waits for an attempt under way (MLflow's timeout is 30 s)
+
+
 class Writer:
     """Runs tasks in order in one daemon thread; a task that fails with a transient error
     is retried (backoff up to `max_backoff` s) until it succeeds, so that whoever submits
@@ -202,6 +205,7 @@ class Writer:
         self._stop, self._wake = threading.Event(), threading.Event()
         self._down = False                       # said once per outage, on stderr
         self._closing = self._gave_up = False    # close(): a failure after it ends the wait
+        self.busy = False                        # a task's attempt is under way
         self._thread = threading.Thread(target=self._loop, daemon=True, name="mlflow-writer")
         self._thread.start()
 
@@ -215,9 +219,11 @@ class Writer:
     def _loop(self) -> None:
         while True:
             fn, args = self._queue.get()
+            self.busy = True
             try:
                 self._run(fn, args)
             finally:
+                self.busy = False
                 self._queue.task_done()
 
     def _run(self, fn, args) -> None:
@@ -254,4 +260,9 @@ class Writer:
             time.sleep(0.05)
         left = self.pending
         self._stop.set()
+        # an attempt under way ends within MLflow's own request timeout; wait for it (bounded),
+        # so that nothing written after this call races whoever fills the gaps in
+        settle = time.monotonic() + SETTLE_S
+        while self.busy and time.monotonic() < settle:
+            time.sleep(0.05)
         return left

@@ -152,3 +152,16 @@ def test_sweeps_started_at_once_into_a_new_folder_share_one_store(sweeps, tmp_pa
         leftovers = con.execute("SELECT name FROM sqlite_master WHERE name LIKE '_alembic_tmp_%'").fetchall()
     assert names == [f"s{i}" for i in range(sweeps)] and leftovers == []
     check_store(uri)
+
+
+def test_close_waits_for_a_write_under_way_so_that_nothing_writes_after_it():
+    # A run created after reconcile filled the gaps would be a duplicate: close() lets the
+    # attempt under way end (bounded by MLflow's own timeout) before it returns.
+    import time
+
+    from study.tracking import Writer
+    written = []
+    writer = Writer(lambda e: True)
+    writer.submit(lambda: (time.sleep(1.0), written.append("run")))
+    time.sleep(0.2)                                    # the attempt is under way
+    assert writer.close(0) == 1 and written == ["run"] and not writer.busy

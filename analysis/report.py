@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures, selection
+from analysis.bucket import is_remote, join, local_copy, upload_tree
 from analysis.markdown import escape, markdown_table, one_line
 from analysis.results import load_results
 from analysis.tables import (
@@ -95,8 +96,10 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
 
 
 def write_report(paths, out: str | Path | None = None, sigmas=(0.1, 0.5, 1.0), probe: str = names.LT) -> Path:
-    """Load the sweeps, write report.md and the PNGs into `out`; return report.md's path."""
-    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    """Load the sweeps, write report.md and the PNGs into `out`; return report.md's path.
+    A sweep in a bucket (s3://...) is read from a local copy of its results."""
+    paths = [local_copy(str(p)) if is_remote(p) else Path(p)
+             for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     df = load_results(paths, columns=REPORT_COLUMNS)
     out = Path(out) if out else paths[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -133,11 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    remote = is_remote(args.results[0]) and args.out is None
     try:
         path = write_report(args.results, args.out, args.sigma, args.probe)
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
-    print(f"report: {path}")
+        if remote:                               # beside the sweep, in its bucket
+            upload_tree(path.parent, join(args.results[0], "report"))
+    except (FileNotFoundError, ValueError, OSError) as e:
+        parser.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    print(f"report: {join(args.results[0], 'report', 'report.md') if remote else path}")
     return 0
 
 

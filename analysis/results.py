@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from analysis.bucket import is_remote, local_copy
 from analysis.checks import HISTORY, KINDS, SELECTION, TRIALS, DamagedResults, Kind
 from analysis.compaction import STAMP, compact_kind, concat, load_kind, read_file, read_journal
 
@@ -64,7 +65,9 @@ def _frame(tables: list[pa.Table], columns) -> pd.DataFrame:
 
 
 def _paths(paths) -> list[Path]:
-    return [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    """Local folders; a sweep in a bucket (s3://BUCKET/PREFIX/NAME) is copied first (its results only)."""
+    return [local_copy(str(p)) if is_remote(p) else Path(p)
+            for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
 
 
 def load_results(paths: str | Path | Iterable[str | Path], columns: Iterable[str] | None = None) -> pd.DataFrame:
@@ -90,7 +93,7 @@ def load_results(paths: str | Path | Iterable[str | Path], columns: Iterable[str
 def load_history(path: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
     """Per-epoch metrics of every trial of one sweep (trial_id, epoch, loss, knn_acc, ...);
     an empty frame if the sweep has none."""
-    path, columns = Path(path), (list(columns) if columns is not None else None)
+    path, columns = _paths(path)[0], (list(columns) if columns is not None else None)
     results = results_dir(path) or path
     table = load_kind(results, HISTORY, columns) if results.is_dir() else None
     return _frame([table], columns) if table is not None else pd.DataFrame()

@@ -157,3 +157,66 @@ class SweepLock:
                 self.path.unlink()
         except (OSError, ValueError):
             pass
+
+
+class BucketLock:
+    """The claim on a sweep folder in a bucket (study.storage), where no exclusive create
+    is available through pyarrow.fs: write the claim object, wait SETTLE_S, read it back;
+    the driver whose claim is read back holds the folder (S3 reads after writes are
+    strongly consistent). The heartbeat rewrites the object; one untouched for STALE_S
+    is stale. Two drivers claiming within the same SETTLE_S can both lose, never both win,
+    unless an upload takes longer than SETTLE_S."""
+
+    SETTLE_S = 1.0
+
+    def __init__(self, mirror):
+        from study.storage import join
+        self.mirror, self.key = mirror, join(mirror.path, FILE)
+        self.record = {"host": socket.gethostname(), "pid": os.getpid(), "nonce": os.urandom(8).hex(),
+                       "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        self._stop = threading.Event()
+
+    def _read(self) -> tuple[dict | None, float]:
+        from pyarrow import fs
+
+        from study.storage import get_bytes
+        info = self.mirror.fs.get_file_info(self.key)
+        if info.type == fs.FileType.NotFound:
+            return None, 0.0
+        try:
+            return json.loads(get_bytes(self.mirror.fs, self.key)), info.mtime.timestamp()
+        except (OSError, ValueError):
+            return {}, info.mtime.timestamp()
+
+    def _write(self) -> None:
+        from study.storage import put_bytes
+        put_bytes(self.mirror.fs, self.key, json.dumps(self.record).encode())
+
+    def acquire(self) -> "BucketLock":
+        holder, mtime = self._read()
+        if holder is not None and time.time() - mtime < STALE_S:
+            raise Claimed(f"{self.mirror.uri} is in use by a running sweep ({describe(holder)}); if that "
+                          f"sweep is gone, remove {self.mirror.uri}/{FILE} or wait {STALE_S:g} s")
+        self._write()
+        time.sleep(self.SETTLE_S)
+        holder, _ = self._read()
+        if holder != self.record:
+            raise Claimed(f"{self.mirror.uri}: another driver claimed the sweep folder at the same time "
+                          f"({describe(holder or {})})")
+        threading.Thread(target=self._heartbeat, daemon=True).start()
+        return self
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._write()
+            except OSError:
+                continue                             # a passing network error: the next beat retries
+
+    def release(self) -> None:
+        self._stop.set()
+        try:
+            if self._read()[0] == self.record:
+                self.mirror.fs.delete_file(self.key)
+        except OSError:
+            pass

@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from study.storage import is_remote, join, listing, open_fs, publish
 from trainables import names
 
 FILE = "journal.jsonl"
@@ -66,6 +67,7 @@ def append(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
+    publish(path)                          # a sweep in a bucket: the whole file, again
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -126,32 +128,44 @@ def _objective_values(row_file: Path, objectives: list[str]) -> list[float] | No
     return [float(v) for v in values]
 
 
-def newest_checkpoint(sweep_dir: Path, trial_ids: list[str]) -> str | None:
+def _checkpoint_folders(trials_at: str, trial_id: str) -> list[str]:
+    """A trial's checkpoint folders that hold a state file, newest first (local or in a bucket)."""
+    from trainables.tune_adapter import STATE_FILE
+    if not is_remote(trials_at):
+        folders = (Path(trials_at) / f"trial_{trial_id}").glob("checkpoint_*")
+        return sorted((str(f) for f in folders if (f / STATE_FILE).is_file()), reverse=True)
+    filesystem, root = open_fs(trials_at)
+    files = listing(filesystem, f"{root}/trial_{trial_id}")
+    found = {f.path.rsplit("/", 2)[1] for f in files if f.path.endswith(f"/{STATE_FILE}")}
+    return [join(trials_at, f"trial_{trial_id}", c) for c in sorted(found, reverse=True)
+            if c.startswith("checkpoint_")]
+
+
+def newest_checkpoint(trials_at: str | Path, trial_ids: list[str]) -> str | None:
     """The newest checkpoint folder among the trials that ran one journal entry whose
     state loads (weights only): one cut short by a crash while Ray copied it is skipped
-    for the one before it."""
-    from trainables.tune_adapter import STATE_FILE, load_state
+    for the one before it. `trials_at`: the folder (or bucket URI) of the trial folders."""
+    from trainables.tune_adapter import load_state
     for trial_id in reversed(trial_ids):
-        for folder in sorted((sweep_dir / f"trial_{trial_id}").glob("checkpoint_*"), reverse=True):
-            if not (folder / STATE_FILE).is_file():
-                continue
+        for folder in _checkpoint_folders(str(trials_at), trial_id):
             try:
-                load_state(str(folder))
+                load_state(folder)
             except Exception:                  # torch raises several kinds on a torn file
                 continue
-            return str(folder)
+            return folder
     return None
 
 
-def resume_state(sweep_dir: Path, objectives: list[str]) -> Resumed:
-    """Rebuild a sweep's progress from its journal, rows and checkpoints."""
+def resume_state(sweep_dir: Path, objectives: list[str], trials_at: str | None = None) -> Resumed:
+    """Rebuild a sweep's progress from its journal, rows and checkpoints (the trial
+    folders are in `trials_at`, by default the sweep folder)."""
     trials = sweep_dir / "results" / "trials"
     entries, done, pending = read(sweep_dir / FILE), {}, []
     for entry in entries:
         row = next((trials / f"{t}.parquet" for t in reversed(entry.trial_ids)
                     if (trials / f"{t}.parquet").exists()), None)
         if row is None:
-            pending.append((entry, newest_checkpoint(sweep_dir, entry.trial_ids)))
+            pending.append((entry, newest_checkpoint(trials_at or sweep_dir, entry.trial_ids)))
         else:
             done[entry.n] = _objective_values(row, objectives)
     return Resumed(entries, done, pending)

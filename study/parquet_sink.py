@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.tune import Callback
 
+from study.storage import publish
 from study.records import HISTORY_SCHEMA, SELECTION_SCHEMA, history_rows, results_schema, selection_rows, trial_row
 from trainables import names
 from trainables.config import flat_keys
@@ -36,6 +37,7 @@ def write_atomic(table: pa.Table, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        publish(path)                            # a sweep in a bucket: uploaded whole, then moved
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

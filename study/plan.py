@@ -8,10 +8,12 @@ bad input fails before Ray starts.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from study.flags import check_flags, trial_resources
+from study.flags import levels as levels_of
+from study.flags import ratio_range as ratio_range_of
 from study.studies import STUDIES, budget
 from trainables.config import TrialConfig
 from trainables.names import sweep_objectives
@@ -32,7 +34,7 @@ class Refused(ValueError):
 class SweepPlan:
     study: str
     name: str
-    storage: str                        # absolute
+    storage: str                        # absolute, or a bucket URI (study.storage)
     base: dict                          # flat trial config shared by every trial
     levels: list[float] = field(default_factory=list)      # empty in range mode
     ratio_range: tuple[float, float] | None = None
@@ -50,10 +52,22 @@ class SweepPlan:
     resume: bool = False
     reuse_actors: bool = True
     max_failures: int = 1               # Tune retries of a failed trial, from its checkpoint
+    staging: str = ""                   # a bucket's sweep: the local folder mirroring it (not saved)
+    trial_resources: dict = field(default_factory=dict)   # custom Ray resources per trial
 
     @property
     def sweep_dir(self) -> Path:
-        return Path(self.storage) / self.name
+        """The sweep folder the driver writes: in --storage, or for a bucket its local mirror."""
+        return Path(self.staging or self.storage) / self.name
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.staging)
+
+    @property
+    def where(self) -> str:
+        """The sweep folder as its user finds it: its path, or its URI in the bucket."""
+        return f"{self.storage}/{self.name}" if self.remote else str(self.sweep_dir)
 
     @property
     def results_dir(self) -> Path:
@@ -62,60 +76,28 @@ class SweepPlan:
     @property
     def default_store(self) -> bool:
         """Whether MLflow logs to the store inside the storage folder (moves with it)."""
-        return self.mlflow_uri == default_mlflow_uri(Path(self.storage))
+        return self.mlflow_uri == default_mlflow_uri(self.storage)
 
     def save(self) -> None:
         """sweep.json: the plan, with the default MLflow store as null, so that a copied or
         moved sweep's resume uses the store where the sweep now is (study.relocate)."""
+        from study.storage import publish
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         saved = {**asdict(self), "mlflow_uri": None if self.default_store else self.mlflow_uri}
+        del saved["staging"]
         (self.sweep_dir / "sweep.json").write_text(json.dumps(saved, indent=2))
+        publish(self.sweep_dir / "sweep.json")
 
 
-def default_mlflow_uri(storage: Path) -> str:
-    return f"sqlite:///{storage / 'mlflow.db'}"
+def store_folder(storage: str | Path) -> Path:
+    """Where the default MLflow store and its artifacts are: the storage folder, or for
+    a bucket (a sqlite file cannot live there) the working directory."""
+    from study.storage import is_remote
+    return Path.cwd() if is_remote(storage) else Path(storage)
 
 
-def _levels(text: str) -> list[float]:
-    try:
-        levels = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--imbalance-levels {text!r}: expected numbers like 1,10,100") from None
-    if not levels or any(not x >= 1 or math.isinf(x) for x in levels):
-        raise ValueError(f"--imbalance-levels {text!r}: every ratio must be >= 1 (and finite)")
-    repeated = sorted({x for x in levels if levels.count(x) > 1})
-    if repeated:
-        # each level is one Optuna study with an even share of the trials: twice is a mistake
-        raise ValueError(f"--imbalance-levels {text!r}: {', '.join(f'{x:g}' for x in repeated)} "
-                         "given more than once")
-    return levels
-
-
-def _range(text: str) -> tuple[float, float]:
-    low, sep, high = text.partition(":")
-    try:
-        lo, hi = float(low), float(high)
-    except ValueError:
-        raise ValueError(f"--imbalance-range {text!r}: expected LOW:HIGH like 1:100") from None
-    if not sep or lo < 1 or hi <= lo:
-        raise ValueError(f"--imbalance-range {text!r}: need 1 <= LOW < HIGH")
-    return lo, hi
-
-
-def _check_positive(args) -> None:
-    for flag, value, minimum in (("--num-samples", args.num_samples, 1), ("--epochs", args.epochs, 1),
-                                 ("--max-concurrent", args.max_concurrent, 1),
-                                 ("--max-failures", args.max_failures, 0)):
-        if value is not None and value < minimum:
-            raise ValueError(f"{flag}={value}: must be >= {minimum}")
-    if not (0 < args.cpus_per_trial < math.inf):
-        raise ValueError(f"--cpus-per-trial={args.cpus_per_trial}: must be > 0 and finite")
-    gpus = args.gpus_per_trial
-    if gpus is not None and not math.isfinite(gpus):
-        raise ValueError(f"--gpus-per-trial={gpus}: must be a finite number")
-    if gpus is not None and (gpus < 0 or (gpus > 1 and not float(gpus).is_integer())):
-        # Ray shares a GPU among trials only by fractions of one device (0.25: four trials)
-        raise ValueError(f"--gpus-per-trial={gpus}: must be a fraction in [0, 1] or a whole number")
+def default_mlflow_uri(storage: str | Path) -> str:
+    return f"sqlite:///{store_folder(storage) / 'mlflow.db'}"
 
 
 def _gpu_budget(args) -> bool:
@@ -193,16 +175,17 @@ def _check_budgets(cfg: TrialConfig, class_counts: list[int]) -> None:
                          f"long-tailed pool at imbalance {cfg.data.imbalance_ratio:g}")
 
 
-def _resumed(args, storage: Path, name: str) -> SweepPlan:
+def _resumed(args, storage: str | Path, name: str, staging: str) -> SweepPlan:
     """The saved plan: the search is fixed by it; where it runs may change (another cluster,
     another storage folder after a copy). sweep.json is read as data, and checked."""
-    file = storage / name / "sweep.json"
+    file = Path(staging or storage) / name / "sweep.json"
     try:
         saved = json.loads(file.read_text())
         saved["ratio_range"] = tuple(saved["ratio_range"]) if saved["ratio_range"] else None
-        if saved["mlflow_uri"] in (None, default_mlflow_uri(Path(saved["storage"]))):
+        if saved["mlflow_uri"] in (None, default_mlflow_uri(saved["storage"])):
             saved["mlflow_uri"] = default_mlflow_uri(storage)      # the store where the sweep is now
-        plan = SweepPlan(**{**saved, "storage": str(storage), "resume": True, "address": args.address})
+        plan = SweepPlan(**{**saved, "storage": str(storage), "resume": True, "address": args.address,
+                            "staging": staging})
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{file}: not a sweep plan ({e})") from None
     if plan.study != args.study:
@@ -212,40 +195,28 @@ def _resumed(args, storage: Path, name: str) -> SweepPlan:
         raise ValueError(f"--resume {name}: its rows have no journal.jsonl (a sweep of an older version, or "
                          "the journal was removed); it cannot be continued without repeating trials")
     # the saved plan is checked as the command line was (it is data from a shared folder)
-    _check_trial_configs(STUDIES[plan.study], plan.base, plan.levels or list(plan.ratio_range or ()), plan.seed)
+    if not _data_elsewhere(args, plan.base):
+        check_trial_configs(STUDIES[plan.study], plan.base, plan.levels or list(plan.ratio_range or ()), plan.seed)
     return plan
-
-
-def _check_flags(args, study) -> None:
-    """Flags that are wrong whatever the config: counts, exclusive or unsupported combinations."""
-    _check_positive(args)
-    if args.imbalance_levels and args.imbalance_range:
-        raise ValueError("--imbalance-levels and --imbalance-range exclude each other: pick one")
-    if args.scheduler == "asha" and args.objective == "multi":
-        raise ValueError("--scheduler asha stops trials early, and stopped trials would enter the "
-                         "multi-objective Pareto set with partial values: use --objective top1 or "
-                         "balancedness with asha")
-    if study.space is None and (args.imbalance_range or args.scheduler == "asha"):
-        raise ValueError(f"{args.study} is a grid, not a search: --imbalance-range and "
-                         "--scheduler asha do not apply")
 
 
 def _imbalance(args, base: dict) -> tuple[list[float], tuple[float, float] | None]:
     """(levels, None), or ([], (low, high)) with --imbalance-range."""
     if args.imbalance_range:
-        levels, ratio_range = [], _range(args.imbalance_range)
+        levels, ratio_range = [], ratio_range_of(args.imbalance_range)
     else:
         default = SMOKE_LEVELS if args.smoke else DEFAULT_LEVELS
-        levels, ratio_range = _levels(args.imbalance_levels or ",".join(map(str, default))), None
+        levels, ratio_range = levels_of(args.imbalance_levels or ",".join(map(str, default))), None
     if base.get("data.dataset") == "imagelist" and (ratio_range or len(levels) > 1):
         raise ValueError("imagelist takes its imbalance from its list: use one level (--imbalance-levels 1) "
                          "and --set data.count_power=P for the fixed-total series")
     return levels, ratio_range
 
 
-def _check_trial_configs(study, base: dict, ratios: list[float], seed: int) -> TrialConfig:
+def check_trial_configs(study, base: dict, ratios: list[float], seed: int) -> TrialConfig | None:
     """Every trial's config must be valid at every level (or both ends of the range), in
-    every cell; returns the last one (they share the training length)."""
+    every cell; returns the last one (they share the training length), None for no ratios."""
+    cfg = None
     for ratio in ratios:
         for cell in study.cell_configs():
             cfg = TrialConfig.from_flat({**base, **cell, "data.imbalance_ratio": ratio, "seed": seed})
@@ -253,6 +224,14 @@ def _check_trial_configs(study, base: dict, ratios: list[float], seed: int) -> T
             _check_k(study, cfg, counts)
             _check_budgets(cfg, counts)
     return cfg
+
+
+def _data_elsewhere(args, base: dict) -> bool:
+    """With --address, a data root the driver does not have is the worker nodes' business."""
+    from trainables.data import DATASETS
+    root = base.get("data.data_root")
+    return (args.address is not None and DATASETS[base["data.dataset"]].needs_root is not None
+            and root is not None and not Path(root).exists())
 
 
 def _trial_counts(study, args, preset, levels: list[float]) -> tuple[int, int]:
@@ -264,15 +243,15 @@ def _trial_counts(study, args, preset, levels: list[float]) -> tuple[int, int]:
     return num_samples + (-num_samples % shares), seeds          # round up
 
 
-def build_plan(args, storage: Path, name: str) -> SweepPlan:
+def build_plan(args, storage: str | Path, name: str, staging: str = "") -> SweepPlan:
     """Resolve the command line into a plan; raise ValueError on anything invalid.
 
     The trial config comes from trainables.presets.resolve (study base < machine budget
     < --dataset preset < --set < --data-root/--epochs), as for `python -m trainables.trial`."""
     if args.resume:
-        return _resumed(args, storage, name)
+        return _resumed(args, storage, name, staging)
     study = STUDIES[args.study]
-    _check_flags(args, study)
+    check_flags(args, study)
     gpu = _gpu_budget(args)
     preset = budget(args.smoke, gpu)
     sets = parse_set(args.set)
@@ -280,7 +259,10 @@ def build_plan(args, storage: Path, name: str) -> SweepPlan:
     base = resolve(sets, {"data.data_root": args.data_root, "optim.epochs": args.epochs}, base=study.base,
                    budget=preset.config, dataset=args.dataset, smoke=args.smoke, gpu=gpu)
     levels, ratio_range = _imbalance(args, base)
-    cfg = _check_trial_configs(study, base, levels or list(ratio_range), args.seed)
+    ratios = levels or list(ratio_range)
+    if _data_elsewhere(args, base):       # checked on a worker once joined (study.cluster)
+        ratios = []
+    cfg = check_trial_configs(study, base, ratios, args.seed) or TrialConfig.from_flat({**base, "seed": args.seed})
     num_samples, seeds = _trial_counts(study, args, preset, levels)
     if args.seed + max(num_samples, seeds) - 1 > MAX_SEED:     # later rounds use seed + r
         raise ValueError(f"--seed {args.seed}: the sweep's later trials would use seeds above {MAX_SEED}")
@@ -290,4 +272,6 @@ def build_plan(args, storage: Path, name: str) -> SweepPlan:
                      epochs=cfg.optim.epochs, cpus_per_trial=args.cpus_per_trial,
                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                      address=args.address, mlflow_uri=args.mlflow_uri or default_mlflow_uri(storage),
-                     reuse_actors=not args.no_reuse_actors, max_failures=args.max_failures)
+                     reuse_actors=not args.no_reuse_actors, max_failures=args.max_failures, staging=staging,
+                     trial_resources=trial_resources(args.trial_resource))
+

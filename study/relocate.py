@@ -62,7 +62,7 @@ def follow_move(sweep_dir: Path, storage: Path, mlflow_uri: str | None) -> None:
                 changed = rebase_store(db_file, old, storage)
                 print(f"{sweep_dir.name} was created in {old}: {changed} artifact path(s) of {db_file} "
                       f"now point into {storage}")
-            _forget_foreign_ids(sweep_dir, db_file)
+            forget_foreign_ids(sweep_dir, db_file)
         except sqlite3.Error as e:
             raise Refused(f"{db_file}: cannot follow the sweep's move ({e}); is the copy writable?") from None
     tmp = plan_file.with_name(".sweep.json.tmp")
@@ -70,7 +70,7 @@ def follow_move(sweep_dir: Path, storage: Path, mlflow_uri: str | None) -> None:
     os.replace(tmp, plan_file)
 
 
-def _forget_foreign_ids(sweep_dir: Path, db_file: Path) -> None:
+def forget_foreign_ids(sweep_dir: Path, db_file: Path) -> None:
     ids = sweep_dir / "mlflow.json"
     if not ids.exists():
         return

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from study import journal
-from study.plan import Refused, SweepPlan
-from study.relocate import follow_move
+from study.cluster import check_cluster, check_data_on_workers, start_ray, trial_gpus
+from study.plan import Refused, SweepPlan, store_folder
+from study.relocate import follow_move, forget_foreign_ids
+from study.storage import join, mirror_of, publish, tune_storage
 from study.studies import STUDIES
 from trainables import names
 
@@ -35,6 +36,7 @@ def build_tuner(plan: SweepPlan, callbacks: list, resumed: journal.Resumed | Non
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    storage_path, filesystem = tune_storage(plan.storage)     # a bucket: Tune writes there directly
     scheduler = None
     if plan.scheduler == "asha":
         scheduler = ASHAScheduler(metric=names.KNN_ACC, mode="max", time_attr=names.EPOCH, max_t=plan.epochs,
@@ -48,7 +50,8 @@ def build_tuner(plan: SweepPlan, callbacks: list, resumed: journal.Resumed | Non
                                     # trials (trainables.data caches per process).
                                     reuse_actors=plan.reuse_actors,
                                     trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(name=plan.name, storage_path=plan.storage, callbacks=callbacks,
+        run_config=tune.RunConfig(name=plan.name, storage_path=storage_path, storage_filesystem=filesystem,
+                                  callbacks=callbacks,
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=plan.max_failures),
                                   # the newest checkpoint resumes a trial; one older survives a
                                   # crash while the newest is being written
@@ -65,49 +68,8 @@ def _trainable(plan: SweepPlan):
     from ray import tune
 
     from trainables.tune_adapter import tune_trainable
-    return tune.with_resources(tune_trainable, {"cpu": plan.cpus_per_trial, "gpu": trial_gpus(plan)})
-
-
-def trial_gpus(plan: SweepPlan) -> float:
-    """GPUs per trial: as asked, else 1 if the cluster has any GPU."""
-    import ray
-    if plan.gpus_per_trial is not None:
-        return plan.gpus_per_trial
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-
-
-def start_ray(address: str | None) -> None:
-    """Join the cluster at `address`, or start a private local one ("local": never
-    attach by accident to a cluster someone started on this machine)."""
-    import ray
-    if ray.is_initialized():                     # a test session's, or a caller's
-        return
-    runtime_env = None
-    if address is not None:
-        # Workers on other nodes import the project from what the driver ships.
-        import analysis
-        import search_spaces
-        import study
-        import trainables
-        runtime_env = {"py_modules": [trainables, study, search_spaces, analysis]}
-    # A local cluster listens on the loopback address only: nothing of it is reachable
-    # from the network (the dashboard is off).
-    local = {"_node_ip_address": "127.0.0.1"} if address is None else {}
-    ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
-             log_to_driver=False, configure_logging=True, runtime_env=runtime_env, **local)
-
-
-def check_cluster(plan: SweepPlan) -> None:
-    """A trial needs its CPUs and GPUs on one node; refuse what no node of the cluster has
-    (Ray would keep the trial pending forever)."""
-    import ray
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    gpus = trial_gpus(plan)
-    if any(n.get("CPU", 0) >= plan.cpus_per_trial and n.get("GPU", 0) >= gpus for n in nodes):
-        return
-    have = ", ".join(f"{n.get('CPU', 0):g} CPUs and {n.get('GPU', 0):g} GPUs" for n in nodes) or "no nodes"
-    raise Refused(f"a trial asks for {plan.cpus_per_trial:g} CPUs and {gpus:g} GPUs on one node; the "
-                  f"cluster's nodes have {have}")
+    return tune.with_resources(tune_trainable, {"cpu": plan.cpus_per_trial, "gpu": trial_gpus(plan),
+                                                **plan.trial_resources})
 
 
 def total_trials(plan: SweepPlan) -> int:
@@ -145,12 +107,13 @@ def open_tracking(plan: SweepPlan, commit: str, command: str) -> dict:
     try:
         experiment_id, parent = bounded(start_parent_run, plan.mlflow_uri, plan.study, plan.name,
                                         {"git_commit": commit, "command": command},
-                                        Path(plan.storage) / "mlartifacts", timeout=OPEN_S)
+                                        store_folder(plan.storage) / "mlartifacts", timeout=OPEN_S)
     except Exception as e:                        # MLflow refused or did not answer: one line
         raise Refused(f"MLflow at {plan.mlflow_uri}: cannot open the sweep's run "
                       f"({str(e).splitlines()[0][:300] or type(e).__name__})") from None
     state = {"experiment_id": experiment_id, "parent_run_id": parent}
     (plan.sweep_dir / "mlflow.json").write_text(json.dumps(state))
+    publish(plan.sweep_dir / "mlflow.json")
     return state
 
 
@@ -163,9 +126,12 @@ def _run(plan: SweepPlan, commit: str, versions: dict, command: str) -> dict:
     from study.mlflow_sink import MlflowSink
     from study.parquet_sink import ParquetSink
     from study.progress import Progress
-    resumed = journal.resume_state(plan.sweep_dir, plan.objectives) if plan.resume else None
+    resumed = journal.resume_state(plan.sweep_dir, plan.objectives, checkpoints_at(plan)) if plan.resume else None
     if resumed is None:
         plan.save()
+    elif plan.remote:                             # the store is not in the bucket: is it this sweep's?
+        if plan.default_store:
+            forget_foreign_ids(plan.sweep_dir, store_folder(plan.storage) / "mlflow.db")
     else:
         follow_move(plan.sweep_dir, Path(plan.storage), None if plan.default_store else plan.mlflow_uri)
     with ThreadPoolExecutor(1) as pool:
@@ -177,17 +143,23 @@ def _run(plan: SweepPlan, commit: str, versions: dict, command: str) -> dict:
                     pool.submit(open_tracking, plan, commit, command))
         start_ray(plan.address)
         check_cluster(plan)
+        check_data_on_workers(plan)
         provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
         callbacks = [MlflowSink(plan.mlflow_uri, tracking, provenance),
                      ParquetSink(plan.results_dir, provenance),
                      Progress(total_trials(plan), plan.objectives, plan.results_dir)]
         left = trials_left(plan, resumed)
         verb = "resuming" if resumed else "sweep"
-        print(f"{verb} {plan.name}: {left} of {total_trials(plan)} trials of {plan.study} -> {plan.sweep_dir}",
+        print(f"{verb} {plan.name}: {left} of {total_trials(plan)} trials of {plan.study} -> {plan.where}",
               flush=True)
         if left:
             build_tuner(plan, callbacks, resumed).fit()
         return tracking.result()
+
+
+def checkpoints_at(plan: SweepPlan) -> str:
+    """Where Tune keeps the sweep's trial folders: the sweep folder, or in the bucket."""
+    return join(plan.storage, plan.name) if plan.remote else str(plan.sweep_dir)
 
 
 def written_trials(plan: SweepPlan) -> set[str]:
@@ -213,11 +185,15 @@ def _finish(plan: SweepPlan, state: dict) -> int:
         return 130
     compact(plan.sweep_dir)                       # one file per kind: fast loads and reports
     report = write_report(plan.sweep_dir, plan.sweep_dir / "report").parent if ok else None
+    if plan.remote:
+        mirror = mirror_of(plan.sweep_dir)
+        mirror.publish_tree(plan.results_dir)     # the compacted files (the rows went as they came)
+        mirror.publish_tree(report) if report else None
     uri, parent, attached = plan.mlflow_uri, state["parent_run_id"], False
     try:
         missing = reconcile(uri, state, plan.sweep_dir)
         if missing:
-            raise RuntimeError(f"rows are complete in Parquet ({plan.results_dir}); {missing} run(s) "
+            raise RuntimeError(f"rows are complete in Parquet ({plan.where}/results); {missing} run(s) "
                                "missing in MLflow")
         orphans = bounded(drop_orphan_runs, uri, state["experiment_id"], parent, written, timeout=120)
         if orphans:
@@ -230,7 +206,8 @@ def _finish(plan: SweepPlan, state: dict) -> int:
         print(f"MLflow at {uri}: {str(e).splitlines()[0][:300]}; once it is reachable, `{resume}` "
               "brings it up to date")
     if report:
-        print(f"report:            {report / 'report.md'}"
+        where = join(plan.storage, plan.name, "report", "report.md") if plan.remote else report / "report.md"
+        print(f"report:            {where}"
               + (" (attached to the sweep's MLflow run)" if attached else ""))
     return 0 if ok else 1
 

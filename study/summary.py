@@ -35,7 +35,7 @@ def summarize_sweep(plan: SweepPlan) -> bool:
     try:
         df = load_results(plan.sweep_dir)
     except FileNotFoundError:
-        print(f"no trial finished; Ray's logs are in {plan.sweep_dir}")
+        print(f"no trial finished; Ray's logs are in {plan.where}")
         return False
     counts = df[names.STATUS].value_counts().to_dict()
     print(f"\n{len(df)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -50,6 +50,6 @@ def summarize_sweep(plan: SweepPlan) -> bool:
     errors = df[df[names.STATUS] == "error"]
     for _, row in errors.head(5).iterrows():
         print(f"error in {row['trial_id']}: {row['error']}")
-    print(f"\nresults (Parquet): {plan.results_dir}\nRay experiment:    {plan.sweep_dir}\n"
+    print(f"\nresults (Parquet): {plan.where}/results\nRay experiment:    {plan.where}\n"
           f"MLflow store:      {plan.mlflow_uri}\ncompare runs:      {mlflow_ui_command(plan.mlflow_uri)}")
     return counts.get("ok", 0) > 0

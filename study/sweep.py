@@ -16,13 +16,15 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 from study import journal
-from study.claim import SweepLock
+from study.claim import BucketLock, SweepLock
 from study.plan import MAX_SEED, SweepPlan, build_plan
+from study.storage import check_remote, is_remote, mirror_of, stage
 from study.studies import STUDIES
 from trainables import names
 from trainables.data import DATASETS
@@ -61,10 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-failures", type=int, default=1,
                    help="retries of a failed trial, each from its last epoch's checkpoint (default 1)")
     r.add_argument("--address", help="auto or HOST:PORT: join an existing Ray cluster (default: start a local one)")
+    r.add_argument("--trial-resource", action="append", default=[], metavar="NAME=AMOUNT",
+                   help="a custom Ray resource every trial asks for, e.g. worker=1")
     o = p.add_argument_group("output")
-    o.add_argument("--storage", default="runs", help="results folder (default ./runs)")
+    o.add_argument("--storage", default="runs",
+                   help="results folder, or a bucket: s3://BUCKET/PREFIX, gs://... (default ./runs)")
     o.add_argument("--name", help="sweep name (default STUDY-<UTC timestamp>)")
-    o.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite:///STORAGE/mlflow.db)")
+    o.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite:///STORAGE/mlflow.db; with a "
+                   "bucket, ./mlflow.db)")
     o.add_argument("--resume", metavar="NAME", help="continue the interrupted sweep NAME in --storage")
     return p
 
@@ -152,11 +158,11 @@ def create_storage(storage: Path) -> None:
         raise ValueError(f"--storage {storage}: cannot write there ({e.strerror or e})") from None
 
 
-def check_name(name: str, storage: Path) -> None:
+def check_name(name: str, storage: Path | str) -> None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         # a folder name and an MLflow tag value: no separators, spaces or quotes
         raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
-    existing = storage
+    existing = Path(tempfile.gettempdir()) if is_remote(storage) else storage     # the mirror's
     while not existing.exists():
         existing = existing.parent
     limit = os.pathconf(existing, "PC_NAME_MAX")
@@ -195,23 +201,26 @@ def validate(args: argparse.Namespace) -> SweepPlan:
         raise ValueError(f"unknown study {args.study!r}; choose one of {', '.join(STUDIES)} (--list)")
     if not 0 <= args.seed <= MAX_SEED:
         raise ValueError(f"--seed {args.seed}: must be in [0, {MAX_SEED}] (numpy's and torch's seeds)")
-    storage = resolve_storage(args.storage)
-    check_storage(storage)
+    remote = is_remote(args.storage)
+    storage = args.storage.rstrip("/") if remote else resolve_storage(args.storage)
+    check_remote(storage) if remote else check_storage(storage)
     check_address(args.address)
     check_resources(args)
     name = args.resume or args.name or f"{args.study}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     check_name(name, storage)
-    if args.resume and not (storage / name / "sweep.json").is_file():
+    folder = stage(storage, name).local if remote else storage / name     # a bucket's: fetched
+    if args.resume and not (folder / "sweep.json").is_file():
         raise ValueError(f"--resume {name}: no sweep of that name in {storage}")
-    if not args.resume and (storage / name).exists():
-        check_new_sweep(storage / name)
+    if not args.resume and folder.exists():
+        check_new_sweep(folder)
     from study.tracking import check_store, check_uri      # the standard library only: no MLflow
     if args.mlflow_uri is not None:
         check_uri(args.mlflow_uri)               # its form first: the store's probe comes last
-    plan = build_plan(args, storage, name)
+    plan = build_plan(args, storage, name, str(folder.parent) if remote else "")
     # reachable (a server probed for seconds, not MLflow's minutes of retries) and undamaged
     check_store(plan.mlflow_uri)
-    create_storage(storage)
+    if not remote:
+        create_storage(storage)
     return plan
 
 
@@ -273,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
 def claim(plan: SweepPlan) -> SweepLock:
     """Claim the sweep folder for this driver (study.claim), then check again, now that no
     other driver can start in it, that a new sweep's folder has no trials."""
-    lock = SweepLock(plan.sweep_dir).acquire()
+    lock = (BucketLock(mirror_of(plan.sweep_dir)) if plan.remote else SweepLock(plan.sweep_dir)).acquire()
+    if plan.remote:                               # what another driver may have written meanwhile
+        mirror_of(plan.sweep_dir).fetch((journal.FILE, "results/trials"))
     if not plan.resume:
         try:
             check_new_sweep(plan.sweep_dir)

@@ -87,3 +87,36 @@ def start_mlflow_server(folder: Path, port: int):
                              "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
                              "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_s3_server(port: int, bucket: str | None = "sweeps") -> tuple:
+    """moto's S3 server (a real S3 API over HTTP) on 127.0.0.1:port, with `bucket` created;
+    returns the process and the standard AWS variables that point a client at it."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"moto's S3 server did not start on 127.0.0.1:{port}")
+            time.sleep(0.2)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true"}
+    if bucket:
+        make_bucket(env, bucket)
+    return server, env
+
+
+def make_bucket(env: dict, bucket: str) -> None:
+    import boto3                                  # moto's dependency: the test extra only
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                 aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                 region_name=env["AWS_DEFAULT_REGION"]).create_bucket(Bucket=bucket)

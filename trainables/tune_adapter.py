@@ -45,6 +45,13 @@ def load_state(folder: str) -> dict:
     """A checkpoint's training state: tensors, numbers, lists and dicts only, read
     with weights_only=True (no pickled code runs), onto the CPU."""
     import torch
+    if "://" in folder:                    # in a bucket (a sweep with --storage s3://...)
+        import io
+
+        from pyarrow import fs
+        filesystem, path = fs.FileSystem.from_uri(folder.rstrip("/") + "/" + STATE_FILE)
+        with filesystem.open_input_stream(path) as f:
+            return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
     return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
 
 

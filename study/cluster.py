@@ -4,6 +4,8 @@ and what is checked once joined (resources, the data root where trials run)."""
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 from study.plan import Refused, SweepPlan
 
@@ -23,13 +25,19 @@ def start_ray(address: str | None) -> None:
     if ray.is_initialized():                     # a test session's, or a caller's
         return
     runtime_env = None
-    if address is not None:
-        # Workers on other nodes import the project from what the driver ships.
+    # A Ray job's own runtime env (--working-dir) already ships the packages, and giving
+    # ray.init another one releases the job's working directory, the driver's cwd, which
+    # Ray then deletes.
+    if address is not None and not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        # Workers on other nodes import the project from what the driver ships (as
+        # folders: a job's own runtime env is merged with this one by deep copy, which
+        # module objects do not survive).
         import analysis
         import search_spaces
         import study
         import trainables
-        runtime_env = {"py_modules": [trainables, study, search_spaces, analysis]}
+        runtime_env = {"py_modules": [str(Path(m.__file__).parent) for m in (trainables, study, search_spaces,
+                                                                               analysis)]}
     # A local cluster listens on the loopback address only: nothing of it is reachable
     # from the network (the dashboard is off).
     local = {"_node_ip_address": "127.0.0.1"} if address is None else {}

@@ -120,3 +120,16 @@ def make_bucket(env: dict, bucket: str) -> None:
     boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
                  aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
                  region_name=env["AWS_DEFAULT_REGION"]).create_bucket(Bucket=bucket)
+
+
+def wait_for_port(port: int, seconds: float) -> None:
+    """Until something accepts connections on 127.0.0.1:port (TimeoutError after `seconds`)."""
+    import socket
+    import time
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")

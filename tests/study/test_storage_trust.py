@@ -188,7 +188,8 @@ def test_a_sweep_interrupted_before_its_first_trial_leaves_a_folder_its_name_can
     folder = tmp_path / "early"
     folder.mkdir()
     (folder / "sweep.json").write_text("{}")                  # the plan, then a crash
-    from study.sweep import build_parser, check_new_sweep, validate
+    from study.checks import check_new_sweep
+    from study.sweep import build_parser, validate
     check_new_sweep(folder)                                   # no trials: may be reused
     (folder / "journal.jsonl").write_text('{"n": 0, "trial_id": "a", "slot": 0, "config": {}}\n')
     with pytest.raises(ValueError, match="exists already with trials"):

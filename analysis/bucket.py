@@ -4,7 +4,9 @@ needs, with S3's endpoint and credentials from the standard AWS variables
 
 The analysis reads a sweep in a bucket by copying its results/ folder (a few files per
 trial, no checkpoints) into a temporary folder (`download`) and reading that as any
-local sweep: the loaders' footer checks and the compaction cache apply unchanged.
+local sweep: the loaders' footer checks apply unchanged. (The compaction cache does
+not: a download gives every file a new modification time, so rows load from the
+per-trial files; correct, slower for very large sweeps.)
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def open_fs(uri: str, attempts: int = 3):
     if scheme != "s3":
         return fs.FileSystem.from_uri(uri)
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")   # else the profile's
     s3 = fs.S3FileSystem(endpoint_override=endpoint, region=region, connect_timeout=3, request_timeout=30,
                          retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=attempts))
     return s3, rest.strip("/")

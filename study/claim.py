@@ -175,6 +175,7 @@ class BucketLock:
         self.record = {"host": socket.gethostname(), "pid": os.getpid(), "nonce": os.urandom(8).hex(),
                        "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
         self._stop = threading.Event()
+        self._mutex = threading.Lock()           # a beat never lands after the release
 
     def _read(self) -> tuple[dict | None, float]:
         from pyarrow import fs
@@ -208,15 +209,23 @@ class BucketLock:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            try:
-                self._write()
-            except OSError:
-                continue                             # a passing network error: the next beat retries
+            with self._mutex:
+                if self._stop.is_set():
+                    return
+                try:
+                    if self._read()[0] not in (None, self.record):
+                        print(f"warning: {self.mirror.uri}: another driver claimed the sweep folder "
+                              "(this one's claim had gone stale)", file=sys.stderr)
+                        return
+                    self._write()
+                except OSError:
+                    continue                         # a passing network error: the next beat retries
 
     def release(self) -> None:
         self._stop.set()
-        try:
-            if self._read()[0] == self.record:
-                self.mirror.fs.delete_file(self.key)
-        except OSError:
-            pass
+        with self._mutex:
+            try:
+                if self._read()[0] == self.record:
+                    self.mirror.fs.delete_file(self.key)
+            except OSError:
+                pass

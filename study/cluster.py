@@ -53,9 +53,14 @@ def check_cluster(plan: SweepPlan) -> None:
     ask = {"CPU": plan.cpus_per_trial, "GPU": trial_gpus(plan), **plan.trial_resources}
     if any(all(n.get(k, 0) >= v for k, v in ask.items()) for n in nodes):
         return
-    have = "; ".join(", ".join(f"{n.get(k, 0):g} {k}" for k in ask) for n in nodes) or "no nodes"
-    raise Refused(f"a trial asks for {', '.join(f'{v:g} {k}' for k, v in ask.items())} on one node; the "
-                  f"cluster's nodes have: {have}")
+    have = "; ".join(_amounts({k: n.get(k, 0) for k in ask}) for n in nodes) or "no nodes"
+    raise Refused(f"a trial asks for {_amounts(ask)} on one node; the cluster's nodes have {have}")
+
+
+def _amounts(resources: dict) -> str:
+    """{"CPU": 3, "GPU": 0, "worker": 1} -> "3 CPUs, 0 GPUs and 1 worker"."""
+    parts = [f"{v:g} {k + 's' if k in ('CPU', 'GPU') else k}" for k, v in resources.items()]
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
 
 DATA_CHECK_S = 120.0          # the most the data check may wait for a node and load the data

@@ -50,8 +50,13 @@ def follow_move(sweep_dir: Path, storage: Path, mlflow_uri: str | None) -> None:
     When only the sweep folder moved (not the store with it), this store never held its
     parent run: its MLflow ids are set aside, the resume opens a new parent run, and the
     runs are filled in from the rows at the end."""
+    from study.storage import is_remote
     plan_file = sweep_dir / "sweep.json"
     saved = json.loads(plan_file.read_text())
+    if is_remote(saved["storage"]):              # copied down from a bucket: no store came with it
+        if mlflow_uri is None:
+            forget_foreign_ids(sweep_dir, storage / "mlflow.db")
+        return _record_storage(plan_file, saved, storage)
     old = Path(saved["storage"])
     if old == storage:
         return
@@ -65,6 +70,10 @@ def follow_move(sweep_dir: Path, storage: Path, mlflow_uri: str | None) -> None:
             forget_foreign_ids(sweep_dir, db_file)
         except sqlite3.Error as e:
             raise Refused(f"{db_file}: cannot follow the sweep's move ({e}); is the copy writable?") from None
+    _record_storage(plan_file, saved, storage)
+
+
+def _record_storage(plan_file: Path, saved: dict, storage: Path) -> None:
     tmp = plan_file.with_name(".sweep.json.tmp")
     tmp.write_text(json.dumps({**saved, "storage": str(storage)}, indent=2))
     os.replace(tmp, plan_file)

@@ -117,7 +117,7 @@ def open_tracking(plan: SweepPlan, commit: str, command: str) -> dict:
     return state
 
 
-def _run(plan: SweepPlan, commit: str, versions: dict, command: str) -> dict:
+def _run(plan: SweepPlan, commit: str, versions: dict, command: str, on_ray_start=None) -> dict:
     """Run the sweep's trials, a new sweep's or those a resumed one still lacks: open
     MLflow while Ray starts, then the Tuner. Returns the MLflow ids.
 
@@ -142,6 +142,8 @@ def _run(plan: SweepPlan, commit: str, versions: dict, command: str) -> dict:
         tracking = (pool.submit(json.loads, ids.read_text()) if resumed and ids.exists() else
                     pool.submit(open_tracking, plan, commit, command))
         start_ray(plan.address)
+        if on_ray_start is not None:
+            on_ray_start()                        # the driver's SIGTERM handler, after Ray's own
         check_cluster(plan)
         check_data_on_workers(plan)
         provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
@@ -160,6 +162,20 @@ def _run(plan: SweepPlan, commit: str, versions: dict, command: str) -> dict:
 def checkpoints_at(plan: SweepPlan) -> str:
     """Where Tune keeps the sweep's trial folders: the sweep folder, or in the bucket."""
     return join(plan.storage, plan.name) if plan.remote else str(plan.sweep_dir)
+
+
+def publish_rest(plan: SweepPlan, report: Path | None) -> None:
+    """A bucket's sweep: the compacted files and the report (the rows went as they were
+    written), and again whatever failed before; say what the bucket still lacks."""
+    mirror = mirror_of(plan.sweep_dir)
+    for file in plan.results_dir.glob("*.parquet"):
+        mirror.publish(file)
+    if report:
+        mirror.publish_tree(report)
+    left = mirror.sync()
+    if left:
+        print(f"warning: {len(left)} file(s) could not be published to {plan.where}; they stay in "
+              f"{plan.sweep_dir} until they are", file=sys.stderr)
 
 
 def written_trials(plan: SweepPlan) -> set[str]:
@@ -186,9 +202,7 @@ def _finish(plan: SweepPlan, state: dict) -> int:
     compact(plan.sweep_dir)                       # one file per kind: fast loads and reports
     report = write_report(plan.sweep_dir, plan.sweep_dir / "report").parent if ok else None
     if plan.remote:
-        mirror = mirror_of(plan.sweep_dir)
-        mirror.publish_tree(plan.results_dir)     # the compacted files (the rows went as they came)
-        mirror.publish_tree(report) if report else None
+        publish_rest(plan, report)
     uri, parent, attached = plan.mlflow_uri, state["parent_run_id"], False
     try:
         missing = reconcile(uri, state, plan.sweep_dir)
@@ -212,13 +226,13 @@ def _finish(plan: SweepPlan, state: dict) -> int:
     return 0 if ok else 1
 
 
-def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str) -> int:
+def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str, on_ray_start=None) -> int:
     """Run (or resume) the sweep, then _finish. The process environment was set by
     study.sweep.configure_environment before Ray was imported."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)   # one line per trial is ours to print
     try:
-        state = _run(plan, commit, versions, command)
+        state = _run(plan, commit, versions, command, on_ray_start)
     except (Refused, journal.Damaged) as e:
         print(f"python -m study.sweep: error: {e}", file=sys.stderr)
         return 2

@@ -35,6 +35,7 @@ __all__ = ["get_bytes", "is_remote", "join", "listing", "open_fs", "put_bytes", 
            "mirror_of", "tune_storage", "check_remote"]
 
 DRIVER_FILES = ("sweep.json", "journal.jsonl", "mlflow.json", "results")
+SCHEMES = ("s3", "gs", "gcs")       # object stores every node can reach (memory:// could not)
 CHECK_S = 20.0                      # the whole preflight of a bucket, at most
 _MIRRORS: dict[Path, "Mirror"] = {}  # local folder -> its bucket folder, in this process
 
@@ -55,11 +56,10 @@ class Mirror:
         """Upload one local file (read whole first) to its key; a failure is retried at
         `sync`, never raised into the sweep (the local file is the record meanwhile)."""
         try:
-            data = Path(file).read_bytes()
-            with self._lock:
-                put_bytes(self.fs, self.key(file), data)
+            with self._lock:                     # in order: a newer version never lands first
+                put_bytes(self.fs, self.key(file), Path(file).read_bytes())
                 self.failed.discard(Path(file))
-        except OSError as e:
+        except Exception as e:                   # pyarrow raises several kinds
             with self._lock:
                 if not self.failed:
                     print(f"warning: {self.uri}: could not publish {Path(file).name} ({e}); retried at the "
@@ -161,7 +161,7 @@ def _probe(uri: str) -> None:
     except OSError as e:
         if "ACCESS_DENIED" not in str(e).upper():
             raise
-        raise _Unusable(f"no permission to use bucket {bucket!r} ({_first_line(e)})") from None
+        raise _Unusable(f"no permission to use bucket {bucket!r} ({first_line(e)})") from None
     if not found:
         raise _Unusable(f"bucket {bucket!r} does not exist (create it first)")
     probe = join(path, f".write-test-{uuid.uuid4().hex[:12]}")
@@ -169,11 +169,11 @@ def _probe(uri: str) -> None:
         with filesystem.open_output_stream(probe) as f:
             f.write(b"")
     except OSError as e:
-        raise _Unusable(f"cannot write there ({_first_line(e)})") from None
+        raise _Unusable(f"cannot write there ({first_line(e)})") from None
     filesystem.delete_file(probe)
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
@@ -182,6 +182,9 @@ def check_remote(uri: str, seconds: float = CHECK_S) -> None:
     unknown scheme, missing credentials, an endpoint that does not answer, a bucket
     that does not exist, no write permission."""
     scheme, _, rest = uri.partition("://")
+    if scheme not in SCHEMES:
+        raise ValueError(f"--storage {uri}: buckets are {', '.join(s + '://' for s in SCHEMES)} (a folder is a "
+                         "plain path)")
     if not rest.strip("/"):
         raise ValueError(f"--storage {uri}: name a bucket, e.g. {scheme}://BUCKET/PREFIX")
     if scheme == "s3" and not _credentials():
@@ -207,4 +210,4 @@ def check_remote(uri: str, seconds: float = CHECK_S) -> None:
         raise ValueError(f"--storage {uri}: {error}") from None
     if error is not None:
         raise ValueError(f"--storage {uri}: cannot reach the bucket after {time.monotonic() - started:.1f} s "
-                         f"({_first_line(error)})") from None
+                         f"({first_line(error)})") from None

@@ -24,7 +24,7 @@ from study.claim import BucketLock, SweepLock
 from study.plan import MAX_SEED, SweepPlan, build_plan
 from study.checks import (check_address, check_name, check_new_sweep, check_resources, check_storage,
                           create_storage, resolve_storage)
-from study.storage import check_remote, is_remote, mirror_of, stage
+from study.storage import check_remote, first_line, is_remote, mirror_of, stage
 from study.studies import STUDIES
 from trainables import names
 from trainables.data import DATASETS
@@ -110,13 +110,20 @@ def validate(args: argparse.Namespace) -> SweepPlan:
     if not 0 <= args.seed <= MAX_SEED:
         raise ValueError(f"--seed {args.seed}: must be in [0, {MAX_SEED}] (numpy's and torch's seeds)")
     remote = is_remote(args.storage)
-    storage = args.storage.rstrip("/") if remote else resolve_storage(args.storage)
-    check_remote(storage) if remote else check_storage(storage)
+    if remote:                                   # a bucket: reachable, writable, in seconds
+        check_remote(args.storage)
+        storage = args.storage.rstrip("/")
+    else:
+        storage = resolve_storage(args.storage)
+        check_storage(storage)
     check_address(args.address)
     check_resources(args)
     name = args.resume or args.name or f"{args.study}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     check_name(name, storage)
-    folder = stage(storage, name).local if remote else storage / name     # a bucket's: fetched
+    try:
+        folder = stage(storage, name).local if remote else storage / name     # a bucket's: fetched
+    except OSError as e:
+        raise ValueError(f"--storage {storage}: cannot read the sweep {name} there ({first_line(e)})") from None
     if args.resume and not (folder / "sweep.json").is_file():
         raise ValueError(f"--resume {name}: no sweep of that name in {storage}")
     if not args.resume and folder.exists():
@@ -124,10 +131,10 @@ def validate(args: argparse.Namespace) -> SweepPlan:
     from study.tracking import check_store, check_uri      # the standard library only: no MLflow
     if args.mlflow_uri is not None:
         check_uri(args.mlflow_uri)               # its form first: the store's probe comes last
-    elif remote and os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+    plan = build_plan(args, storage, name, str(folder.parent) if remote else "")
+    if remote and plan.default_store and os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
         raise ValueError("a Ray job with --storage in a bucket: the default MLflow store would be in the job's "
                          "working directory, which Ray deletes; name one with --mlflow-uri (a tracking server)")
-    plan = build_plan(args, storage, name, str(folder.parent) if remote else "")
     # reachable (a server probed for seconds, not MLflow's minutes of retries) and undamaged
     check_store(plan.mlflow_uri)
     if not remote:
@@ -185,30 +192,42 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))                      # one line, exit status 2
     from study.runner import run_sweep   # lazy: Ray, Optuna and MLflow import slowly
     command = " ".join(["python -m study.sweep", *(sys.argv[1:] if argv is None else argv)])
-    signal.signal(signal.SIGTERM, _release_on_sigterm(lock))
+    release_on_sigterm(lock)
     try:
-        return run_sweep(plan, git_commit(), versions(), command)
+        return run_sweep(plan, git_commit(), versions(), command, lambda: release_on_sigterm(lock))
     finally:
         lock.release()
 
 
-def _release_on_sigterm(lock):
-    """`kill` or `ray job stop` (SIGTERM, then SIGKILL after a few seconds): give the sweep
-    folder up at once, so that a --resume need not wait for the lock to go stale; every
-    row and journal line written so far is already on disk (or in the bucket)."""
+def release_on_sigterm(lock) -> None:
+    """`kill` or `ray job stop` (SIGTERM, then SIGKILL after 3 s): give the sweep folder up
+    at once, so that a --resume need not wait for the claim to go stale; every row and
+    journal line written so far is already on disk (or in the bucket). Installed again
+    once Ray started (ray.init installs a handler of its own), and chained to it."""
+    previous = signal.getsignal(signal.SIGTERM)
+
     def handler(signum, frame):
         lock.release()
+        if callable(previous):
+            previous(signum, frame)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
-    return handler
+    signal.signal(signal.SIGTERM, handler)
 
 
 def claim(plan: SweepPlan) -> SweepLock:
     """Claim the sweep folder for this driver (study.claim), then check again, now that no
     other driver can start in it, that a new sweep's folder has no trials."""
-    lock = (BucketLock(mirror_of(plan.sweep_dir)) if plan.remote else SweepLock(plan.sweep_dir)).acquire()
-    if plan.remote:                               # what another driver may have written meanwhile
-        mirror_of(plan.sweep_dir).fetch((journal.FILE, "results/trials"))
+    try:
+        lock = (BucketLock(mirror_of(plan.sweep_dir)) if plan.remote else SweepLock(plan.sweep_dir)).acquire()
+    except OSError as e:
+        raise ValueError(f"{plan.where}: cannot claim the sweep folder ({first_line(e)})") from None
+    try:
+        if plan.remote:                           # what another driver may have written meanwhile
+            mirror_of(plan.sweep_dir).fetch((journal.FILE, "results/trials"))
+    except OSError as e:
+        lock.release()
+        raise ValueError(f"{plan.where}: cannot read the sweep folder ({first_line(e)})") from None
     if not plan.resume:
         try:
             check_new_sweep(plan.sweep_dir)

@@ -37,7 +37,7 @@ def _run(env, cwd, module, *argv, timeout=300):
 
 
 def _objects(env, uri):
-    os.environ.update(env)
+    """Every object under `uri` by its key (this process is pointed at the server: `aws`)."""
     filesystem, root = open_fs(uri)
     return {i.path[len(root) + 1:]: i for i in listing(filesystem, root)}
 
@@ -113,6 +113,12 @@ def test_an_endpoint_that_does_not_answer_is_refused_in_seconds(aws, monkeypatch
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")     # nothing listens
     line = _refused([*SWEEP, "--storage", BUCKET], capsys)
     assert "--storage s3://sweeps/team: cannot reach the bucket" in line
+
+
+@pytest.mark.parametrize("storage, words", [("s3://", "name a bucket"),
+                                            ("memory://x", "buckets are s3://, gs://, gcs://")])
+def test_a_storage_uri_that_names_no_usable_bucket_is_refused(storage, words, capsys):
+    assert words in _refused([*SWEEP, "--storage", storage], capsys)
 
 
 def test_missing_credentials_are_refused(aws, monkeypatch, capsys, tmp_path):

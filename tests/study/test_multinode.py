@@ -82,22 +82,28 @@ def driver_folder(tmp_path: Path) -> Path:
     return folder
 
 
+def _aws(cluster):
+    """This process pointed at the cluster's S3 server, for one read."""
+    from unittest import mock
+    return mock.patch.dict(os.environ, {k: v for k, v in cluster.env.items() if k.startswith("AWS_")})
+
+
 def _bucket(cluster, name: str) -> dict:
-    os.environ.update({k: v for k, v in cluster.env.items() if k.startswith("AWS_")})
-    filesystem, root = open_fs(f"{BUCKET}/{name}")
-    return {i.path[len(root) + 1:]: i for i in listing(filesystem, root)}
+    with _aws(cluster):
+        filesystem, root = open_fs(f"{BUCKET}/{name}")
+        return {i.path[len(root) + 1:]: i for i in listing(filesystem, root)}
 
 
 def _rows(cluster, name: str):
     from analysis.results import load_results
-    _bucket(cluster, name)
-    return load_results(f"{BUCKET}/{name}")
+    with _aws(cluster):
+        return load_results(f"{BUCKET}/{name}")
 
 
 def _job_command(cluster, name: str) -> list[str]:
     """docs/cluster.md's job command, pointed at this cluster and bucket."""
     text = (ROOT / "docs" / "cluster.md").read_text()
-    command = re.search(r"```bash\n(ray job submit .*?)\n```", text, re.S).group(1).replace("\\\n", " ")
+    command = re.search(r"```bash\n(ray job submit [^\n]*)\n```", text).group(1)
     command = (command.replace("http://127.0.0.1:8265", cluster.url).replace("s3://my-bucket/sweeps", BUCKET)
                .replace("http://127.0.0.1:5000", cluster.mlflow).replace("kpcl-1", name))
     return command.split()
@@ -194,7 +200,8 @@ def test_a_worker_node_killed_mid_trial_its_trials_continue_on_the_other_from_th
             objects = _bucket(cluster, "kill")
             if not on_node or "journal.jsonl" not in objects:
                 return None
-            journal = get_bytes(*open_fs(f"{BUCKET}/kill/journal.jsonl")).decode().splitlines()
+            with _aws(cluster):
+                journal = get_bytes(*open_fs(f"{BUCKET}/kill/journal.jsonl")).decode().splitlines()
             running = {json.loads(x)["trial_id"] for x in journal} - {
                 k.split("/")[-1][:-8] for k in objects if k.startswith("results/trials/")}
             ckpt = all(any(k.startswith(f"trial_{t}/checkpoint_") for k in objects) for t in running)

@@ -40,6 +40,11 @@ BAD = [
     (["kpcl", "--set", "eval.sigma=-0.5"], "eval.sigma"),
     (["kpcl", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
     (["kpcl", "--max-failures", "-1"], "--max-failures"),
+    (["kpcl", "--trial-resource", "worker"], "NAME=AMOUNT"),
+    (["kpcl", "--trial-resource", "worker=-1"], "AMOUNT > 0"),
+    (["kpcl", "--trial-resource", "CPU=2"], "CPUs and GPUs have their own flags"),
+    (["kpcl", "--smoke", "--address", "127.0.0.1:PORT", "--dataset", "cifar10", "--data-root", "/nonexistent"],
+     "cannot reach"),          # --address: the data is a worker's business, the address is checked first
     (["kpcl", "--set", "optim.lr"], "KEY=VALUE"),
     (["select", "--smoke", "--set", "select.budgets=10,100000"], "more than the"),
     (["select", "--set", "select.budgets=ten"], "select.budgets"),

@@ -19,6 +19,7 @@ is still its own set of processes (raylet, object store, workers) with its own p
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -80,11 +81,20 @@ def kill(cluster: Cluster, node) -> int:
     return len(pids)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def main() -> None:
     dashboard_port, workers, temp_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": True,
         "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port, "_system_config": HEALTH,
+        # not Ray's fixed 52365: another Ray on this machine (the test session's) holds it,
+        # and a head without its agent takes no jobs
+        "dashboard_agent_listen_port": free_port(),
         "temp_dir": temp_dir})
     # each node its own temp dir, as on separate machines: Ray's runtime-env cache of one
     # node must not delete files another node (the head's job driver) uses

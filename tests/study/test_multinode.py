@@ -60,6 +60,8 @@ def cluster(tmp_path_factory):
     running = Cluster(env, tempfile_short())
     running.mlflow = f"http://127.0.0.1:{port}"
     wait_for_port(port, 90)
+    _wait(lambda: _job_api_ready(running), 120, "the head's job agent")
+
     yield running
     running.stop()
     for process in (server, tracking):
@@ -105,13 +107,28 @@ def _job_command(cluster, name: str) -> list[str]:
     text = (ROOT / "docs" / "cluster.md").read_text()
     command = re.search(r"```bash\n(ray job submit [^\n]*)\n```", text).group(1)
     command = (command.replace("http://127.0.0.1:8265", cluster.url).replace("s3://my-bucket/sweeps", BUCKET)
-               .replace("http://127.0.0.1:5000", cluster.mlflow).replace("kpcl-1", name))
+               .replace("http://127.0.0.1:5000", cluster.mlflow).replace("kpcl-1", name)
+               # the cluster's own address, not `auto`: with the test session's Ray on the same
+               # machine, Ray's job supervisor resolves `auto` to that other cluster
+               .replace("--address auto", f"--address {cluster.address}"))
     return command.split()
 
 
 def _ray(cluster, *argv, timeout=300, cwd=None):
     return subprocess.run([str(Path(sys.executable).parent / "ray"), *argv], env=cluster.env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def _job_api_ready(cluster) -> bool:
+    """Whether the head takes jobs: its dashboard agent starts seconds after the node."""
+    from ray.job_submission import JobSubmissionClient
+    try:
+        client = JobSubmissionClient(cluster.url)
+        job = client.submit_job(entrypoint="true")
+    except Exception:                             # "No available agent to submit job", or not up yet
+        return False
+    _wait(lambda: str(client.get_job_status(job).value) in ("SUCCEEDED", "FAILED"), 60, "the probe job")
+    return True
 
 
 def _status(cluster, submission_id: str) -> str:
@@ -158,7 +175,7 @@ def test_a_stopped_job_is_resumed_as_a_new_job(cluster, tmp_path):
     assert 1 <= len(kept) < 3 and "sweep.lock" not in _bucket(cluster, "job2")   # released on SIGTERM
 
     resume = [*command[1:at], "--submission-id", "job2-resumed", "--", "python", "-m", "study.sweep", "kpcl",
-              "--resume", "job2", "--address", "auto", "--storage", BUCKET, "--mlflow-uri", cluster.mlflow]
+              "--resume", "job2", "--address", cluster.address, "--storage", BUCKET, "--mlflow-uri", cluster.mlflow]
     resume.pop(resume.index("--submission-id") + 1)                 # the first one: job2
     resume.remove("--submission-id")
     done = _ray(cluster, *resume, cwd=folder)

@@ -19,10 +19,10 @@ is still its own set of processes (raylet, object store, workers) with its own p
 import json
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
+from fixtures import free_port                    # run from tests/: its folder is on sys.path
 from ray.cluster_utils import Cluster
 
 HEALTH = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}   # a dead node: ~3 s
@@ -79,12 +79,6 @@ def kill(cluster: Cluster, node) -> int:
             pass
     cluster.remove_node(node, allow_graceful=False)          # and what is left of it
     return len(pids)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -3,7 +3,6 @@ sweep submitted to it with --address, the results checked, the cluster stopped."
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -11,19 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from fixtures import free_port, start_mlflow_server
+from fixtures import free_port, start_mlflow_server, wait_for_port
 
 from analysis.results import load_results
-
-
-def _wait_for_port(port: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"the Ray head did not open 127.0.0.1:{port} in {seconds} s")
 
 
 LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
@@ -107,7 +96,7 @@ def test_smoke_sweep_on_a_ray_start_cluster(tmp_path):
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        _wait_for_port(port, 60)
+        wait_for_port(port, 60)
         assert set(_listening(_descendants(head.pid))) <= LOOPBACK
         sweep = subprocess.run([sys.executable, "-m", "study.sweep", "kpcl", "--smoke", "--num-samples", "2",
                                 "--imbalance-levels", "10", "--address", f"127.0.0.1:{port}",
@@ -135,7 +124,7 @@ def test_smoke_sweep_logs_to_a_real_mlflow_server_on_loopback(ray_cluster, tmp_p
     port = free_port()
     server = start_mlflow_server(tmp_path, port)
     try:
-        _wait_for_port(port, 90)
+        wait_for_port(port, 90)
         assert set(_listening(_descendants(server.pid))) <= LOOPBACK
         uri = f"http://127.0.0.1:{port}"
         argv = ["kpcl", "--smoke", "--num-samples", "2", "--imbalance-levels", "10", "--mlflow-uri", uri,

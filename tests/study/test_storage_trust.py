@@ -235,7 +235,9 @@ def test_concurrent_sweeps_into_a_fresh_folder_all_finish_and_rows_match_runs(sw
     fresh = tmp_path / "fresh"
     procs = [_sweep(fresh, f"s{i}", "--num-samples", "1", "--address", address) for i in range(sweeps)]
     outputs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0] * sweeps, [err[-2000:] for _, err in outputs]
+    assert [p.returncode for p in procs] == [0] * sweeps, "\n".join(
+        f"--- s{i}: exit {p.returncode}\n{out[-1500:]}\n{err[-3000:]}"
+        for i, (p, (out, err)) in enumerate(zip(procs, outputs)) if p.returncode)
     client, parents, children = mlflow_runs(fresh, "kpcl")
     assert sorted(p.data.tags["sweep"] for p in parents) == [f"s{i}" for i in range(sweeps)]
     assert {p.info.status for p in parents} == {"FINISHED"}

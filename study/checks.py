@@ -54,13 +54,17 @@ def check_storage(storage: Path) -> None:
 
 def create_storage(storage: Path) -> None:
     """Create the storage folder and check that a file can be written in it, the last
-    step of validation; on failure remove every folder this made, and raise."""
+    step of validation; on failure remove every folder this made, and raise. Sweeps
+    started together into one new folder race here: each takes what exists."""
     made = []
     try:
         for folder in [*reversed(storage.parents), storage]:
-            if not folder.exists():
+            try:
                 folder.mkdir()
                 made.append(folder)
+            except FileExistsError:               # or another sweep made it just now
+                if not folder.is_dir():
+                    raise
         probe = storage / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()

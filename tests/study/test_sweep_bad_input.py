@@ -208,6 +208,23 @@ def test_a_storage_that_cannot_be_made_is_refused_and_nothing_is_left(make, word
     assert not os.path.exists("/proc/1/nowhere")
 
 
+def test_a_storage_another_sweep_creates_at_the_same_moment_is_taken(tmp_path, monkeypatch):
+    # Sweeps started together into one new folder: another driver's mkdir lands between
+    # this one's look and its own mkdir (injected), which then finds the folder there.
+    from pathlib import Path
+
+    from study.checks import create_storage
+    real_mkdir = Path.mkdir
+
+    def raced(self, *args, **kwargs):
+        real_mkdir(self)                                    # the other driver, first
+        return real_mkdir(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "mkdir", raced)
+    create_storage(tmp_path / "fresh" / "runs")
+    monkeypatch.undo()
+    assert (tmp_path / "fresh" / "runs").is_dir() and not any((tmp_path / "fresh" / "runs").iterdir())
+
+
 def test_list_shows_every_study(capsys):
     from study.studies import STUDIES
     assert main(["--list"]) == 0

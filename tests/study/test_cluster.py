@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from fixtures import free_port, start_mlflow_server, wait_for_port
 
 from analysis.results import load_results
@@ -81,6 +82,7 @@ def test_the_local_ray_of_a_sweep_listens_on_loopback_only(tmp_path):
     assert seen <= LOOPBACK, seen
 
 
+@pytest.mark.slow          # ~55 s; CI joins clusters by address in test_multinode
 def test_smoke_sweep_on_a_ray_start_cluster(tmp_path):
     port = free_port()
     # On 127.0.0.1 only: the head with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (see

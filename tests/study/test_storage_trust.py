@@ -226,7 +226,7 @@ def test_ctrl_c_ends_the_driver_within_seconds_with_the_resume_line(tmp_path):
 
 # ------------------------------------------------------- concurrent sweeps into a fresh folder
 
-@pytest.mark.parametrize("sweeps", [2, 4])
+@pytest.mark.parametrize("sweeps", [4])                 # 2 is a subset of the race: suite time
 def test_concurrent_sweeps_into_a_fresh_folder_all_finish_and_rows_match_runs(sweeps, ray_cluster, tmp_path):
     # The drivers join the test session's Ray (one cluster, not one each); the MLflow
     # store in `fresh` does not exist until they race to create it.

@@ -131,7 +131,7 @@ print(*start_parent_run(uri, "kpcl", name, {}, Path(go).parent / "artifacts"))
 """
 
 
-@pytest.mark.parametrize("sweeps", [2, 4])
+@pytest.mark.parametrize("sweeps", [4])                 # 2 is a subset of the race: suite time
 def test_sweeps_started_at_once_into_a_new_folder_share_one_store(sweeps, tmp_path):
     # Unlocked, 4 such processes all crashed in MLflow's schema migration and left
     # _alembic_tmp_ tables that refused every later sweep.

@@ -60,7 +60,8 @@ def _trial_types() -> dict[str, pa.DataType]:
 
 TRIALS = Kind("trials", 1, 1, ("trial_id", "sweep", names.STATUS), _trial_types(), MAX_ROW_BYTES)
 HISTORY = Kind("history", 1, MAX_EPOCHS, ("trial_id", names.EPOCH),
-               {"trial_id": _STR, names.EPOCH: _I64, **{m: _F64 for m in names.EPOCH_METRICS}})
+               {"trial_id": _STR, names.EPOCH: _I64, **{m: _F64 for m in names.EPOCH_METRICS},
+                **{m: pa.list_(_F64) for m in names.EPOCH_LISTS}})
 SELECTION = Kind("selection", 1, MAX_SELECTION_ROWS, ("trial_id", "strategy", "budget"),
                  {"trial_id": _STR, "strategy": _STR, "budget": _I64,
                   **{m: _ARROW[t] for m, t in names.SELECTION_MEASURES.items()},

@@ -72,3 +72,29 @@ def fronts_by(df: pd.DataFrame, objectives: Sequence[str], by: Sequence[str],
     for _, group in df.groupby(list(by), dropna=False):
         member[group.index] = pareto_front(group, objectives, maximize)
     return member
+
+
+def _hypervolume(pts: np.ndarray) -> float:
+    """Volume of the union of the boxes [0, p] of [n, m] points (> 0, maximised):
+    m = 1, the largest value; else slices along the last objective (HSO), each an
+    (m - 1)-dimensional hypervolume of the points that reach it."""
+    if len(pts) == 0:
+        return 0.0
+    if pts.shape[1] == 1:
+        return float(pts.max())
+    levels = np.unique(pts[:, -1])[::-1]                   # descending
+    volume = 0.0
+    for top, below in zip(levels, [*levels[1:], 0.0]):
+        volume += _hypervolume(pts[pts[:, -1] >= top, :-1]) * (top - below)
+    return volume
+
+
+def hypervolume(df: pd.DataFrame, objectives: Sequence[str], reference: Sequence[float] | None = None) -> float:
+    """The hypervolume of the rows' points: the volume of the objective space (all
+    maximised) that some row dominates and that dominates `reference` (default: 0 in
+    each objective). Rows with a NaN, or not beyond the reference in every objective,
+    add nothing. Exact: O(n^m) slices, fine for a sweep's trials."""
+    pts = df[list(objectives)].to_numpy(dtype=float).reshape(len(df), len(objectives))
+    ref = np.zeros(len(objectives)) if reference is None else np.asarray(reference, dtype=float)
+    pts = pts[~np.isnan(pts).any(axis=1)] - ref
+    return _hypervolume(pts[(pts > 0).all(axis=1)])

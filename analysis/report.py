@@ -22,6 +22,7 @@ from analysis.tables import (
     KNOBS,
     add_derived,
     frontier_members,
+    hypervolume_table,
     level_table,
     ok_trials,
     sigma_ranking,
@@ -75,6 +76,11 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
         markdown_table(level_table(ok, other)),
         "## Frontier members (Pareto-optimal in top-1 and p(V) within their loss and level)",
         markdown_table(frontier_members(ok, names.sweep_objectives(probe, "multi"))),
+        "## Hypervolume of each front",
+        "The area of the (top-1, p(V)) square that the level's trials dominate, above the "
+        "reference point (0, 0): one number per front, larger is better; it compares sweeps "
+        "of one level, e.g. with and without `--scheduler moasha`.",
+        markdown_table(hypervolume_table(ok, names.sweep_objectives(probe, "multi"))),
         "## Does balancedness depend on the imbalance?",
         "Least-squares slope of p(V) against log10(imbalance ratio), 95% confidence interval "
         "(t distribution), for both probes: the balanced probe's slope is the features' own, "

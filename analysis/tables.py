@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.frontier import fronts_by
+from analysis.frontier import fronts_by, hypervolume
 from trainables import names
 
 KNOBS = ("loss.k", "loss.temperature", "optim.lr", "optim.weight_decay", "seed")
@@ -70,6 +70,14 @@ def level_table(df: pd.DataFrame, probe: str = names.LT) -> pd.DataFrame:
         "p(V)": mean(names.BALANCEDNESS), "CV": mean(names.ACC_CV),
     })
     return table.reset_index().rename(columns={"loss.name": "loss", "data.imbalance_ratio": "ratio"})
+
+
+def hypervolume_table(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
+    """Per loss and imbalance level: the trials and the hypervolume of their front of
+    `objectives` above the reference point 0 (analysis.frontier.hypervolume)."""
+    rows = [{"loss": loss, "ratio": ratio, "trials": len(group), "hypervolume": hypervolume(group, objectives)}
+            for (loss, ratio), group in df.groupby(["loss.name", "data.imbalance_ratio"], dropna=False)]
+    return pd.DataFrame(rows, columns=["loss", "ratio", "trials", "hypervolume"])
 
 
 def frontier_members(df: pd.DataFrame, objectives: list[str], per_level: bool = True) -> pd.DataFrame:

@@ -15,6 +15,10 @@ comparisons, each measured in this one process, median of several repeats.
     sweep    wall time of N smoke trials under the whole sweep against the same
              trials' run_trial time in this process: seconds of overhead per trial
 
+    --search the same small kpcl study --repeats times with --scheduler none and
+             moasha: hypervolume of each level's front against the trial-epochs and
+             wall time spent (study/bench_search.py; minutes, not in the default run)
+
     accel    on a GPU: ResNet-18 (CIFAR stem) at batch 512 in bf16 and channels_last,
              harness against the DataLoader reference (8 workers), and the model-FLOPs
              utilisation (FLOPs counted by torch.utils.flop_counter) against the
@@ -144,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", help="also write the results as JSON here")
     parser.add_argument("--sweep-trials", type=int, default=20,
                         help="tiny trials for the sweep-overhead comparison (0: skip it)")
+    parser.add_argument("--search", action="store_true",
+                        help="instead: the same small kpcl study --repeats times with --scheduler none and "
+                        "moasha, hypervolume per compute per level (minutes; study/bench_search.py)")
+    parser.add_argument("--search-args", default=None, metavar="ARGS",
+                        help="the study's sweep flags for --search (default: the bench_search.SEARCH_ARGS)")
+    parser.add_argument("--moasha-samples", type=int, default=None, metavar="N",
+                        help="--search: MO-ASHA's trial count (default: the plain sweep's), e.g. for equal compute")
     return parser
 
 
@@ -152,8 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats={args.repeats}: must be >= 1")
-    report = run(args.tiny, args.repeats, args.sweep_trials)
-    print(table(report))
+    if args.search:
+        from study import bench_search
+        report = bench_search.bench_search(args.repeats, args.search_args or bench_search.SEARCH_ARGS,
+                                           args.moasha_samples)
+        print(bench_search.table(report))
+    else:
+        report = run(args.tiny, args.repeats, args.sweep_trials)
+        print(table(report))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

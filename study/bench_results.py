@@ -76,12 +76,15 @@ def trial_table(n: int, start: int = 0, sweep: str = "bench") -> pa.Table:
 
 
 def history_table(trial_ids: list[str], seed: int = 0) -> pa.Table:
-    """EPOCHS rows per trial: a falling loss and a rising kNN accuracy."""
+    """EPOCHS rows per trial: a falling loss, a rising kNN accuracy and its 10 classes'."""
     from study.records import HISTORY_SCHEMA
     rng, n = np.random.default_rng(seed), len(trial_ids) * EPOCHS
     epoch = np.tile(np.arange(1, EPOCHS + 1), len(trial_ids))
+    per_class = np.clip(1 - 0.8 / epoch[:, None] + rng.normal(0, 0.05, (n, 10)), 0, 1)
     cols = {"trial_id": np.repeat(trial_ids, EPOCHS), names.EPOCH: epoch,
-            names.LOSS: 5.0 / epoch + rng.normal(0, 0.05, n), names.KNN_ACC: 1 - 0.8 / epoch,
+            names.LOSS: 5.0 / epoch + rng.normal(0, 0.05, n), names.KNN_ACC: per_class.mean(1),
+            names.KNN_BALANCEDNESS: np.exp(-(per_class[:, :, None] - per_class[:, None, :]) ** 2 / 0.1).mean((1, 2)),
+            names.KNN_PER_CLASS: pa.ListArray.from_arrays(np.arange(0, 10 * n + 1, 10), per_class.ravel()),
             names.LR: 0.05 * np.cos(epoch / EPOCHS), names.IMAGES_PER_S: rng.uniform(800, 900, n),
             names.MEAN_POSITIVES: rng.uniform(5, 7, n)}
     return pa.Table.from_arrays([pa.array(cols[f.name], type=f.type) for f in HISTORY_SCHEMA],

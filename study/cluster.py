@@ -37,7 +37,9 @@ def start_ray(address: str | None) -> None:
         import study
         import trainables
         runtime_env = {"py_modules": [str(Path(m.__file__).parent) for m in (trainables, study, search_spaces,
-                                                                               analysis)]}
+                                                                               analysis)],
+                       # the workers' Tune reads it (study.sweep.configure_environment)
+                       "env_vars": {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")}}
     # A local cluster listens on the loopback address only: nothing of it is reachable
     # from the network (the dashboard is off).
     local = {"_node_ip_address": "127.0.0.1"} if address is None else {}

@@ -54,12 +54,17 @@ def check_flags(args, study) -> None:
     if args.imbalance_levels and args.imbalance_range:
         raise ValueError("--imbalance-levels and --imbalance-range exclude each other: pick one")
     if args.scheduler == "asha" and args.objective == "multi":
-        raise ValueError("--scheduler asha stops trials early, and stopped trials would enter the "
-                         "multi-objective Pareto set with partial values: use --objective top1 or "
-                         "balancedness with asha")
-    if study.space is None and (args.imbalance_range or args.scheduler == "asha"):
+        raise ValueError("--scheduler asha ranks trials on one number (validation kNN accuracy): with "
+                         "--objective multi use --scheduler moasha, which ranks them on both objectives")
+    if study.space is None and (args.imbalance_range or args.scheduler != "none"):
         raise ValueError(f"{args.study} is a grid, not a search: --imbalance-range and "
-                         "--scheduler asha do not apply")
+                         f"--scheduler {args.scheduler} do not apply")
+    if args.scheduler == "moasha" and args.imbalance_range:
+        raise ValueError("--scheduler moasha ranks each imbalance level's trials among themselves: use "
+                         "--imbalance-levels, not --imbalance-range")
+    if args.scheduler == "moasha" and study.objectives:
+        raise ValueError(f"--scheduler moasha ranks trials on the kNN monitor's top-1 and p(V); {args.study}'s "
+                         f"objectives are its own ({', '.join(study.objectives)})")
 
 
 def trial_resources(items: list[str]) -> dict:

@@ -53,10 +53,13 @@ class Resumed:
     done: n -> the finished trial's objective values (None: error, stopped or diverged).
     pending: the trials that started and have no row, each with the folder of its
         newest checkpoint (None: it had not finished an epoch); they run again first.
+    stopped: the n of the trials a scheduler stopped early (their rows hold the
+        metrics of the epoch they stopped at, which are no final values).
     """
     entries: list[Entry]
     done: dict[int, list[float] | None]
     pending: list[tuple[Entry, str | None]]
+    stopped: set[int] = field(default_factory=set)
 
 
 def append(path: Path, record: dict) -> None:
@@ -111,8 +114,9 @@ def started(path: Path) -> bool:
     return bool(read(path))
 
 
-def _objective_values(row_file: Path, objectives: list[str]) -> list[float] | None:
-    """A row's objective values for Optuna; None for a trial without all of them."""
+def _objective_values(row_file: Path, objectives: list[str]) -> tuple[str, list[float] | None]:
+    """A row's status, and its objective values for Optuna: None unless it finished ok
+    with all of them (a stopped trial's values are those of an early epoch)."""
     import pyarrow.parquet as pq
     try:
         table = pq.read_table(row_file, columns=[names.STATUS, *objectives])
@@ -123,9 +127,9 @@ def _objective_values(row_file: Path, objectives: list[str]) -> list[float] | No
     if row is None:
         raise Damaged(f"{row_file}: holds {table.num_rows} rows, a trial's file holds one")
     values = [row[m] for m in objectives]
-    if any(v is None or not math.isfinite(v) for v in values):
-        return None
-    return [float(v) for v in values]
+    if row[names.STATUS] != "ok" or any(v is None or not math.isfinite(v) for v in values):
+        return row[names.STATUS], None
+    return row[names.STATUS], [float(v) for v in values]
 
 
 def _checkpoint_folders(trials_at: str, trial_id: str) -> list[str]:
@@ -160,12 +164,14 @@ def resume_state(sweep_dir: Path, objectives: list[str], trials_at: str | None =
     """Rebuild a sweep's progress from its journal, rows and checkpoints (the trial
     folders are in `trials_at`, by default the sweep folder)."""
     trials = sweep_dir / "results" / "trials"
-    entries, done, pending = read(sweep_dir / FILE), {}, []
+    entries, done, pending, stopped = read(sweep_dir / FILE), {}, [], set()
     for entry in entries:
         row = next((trials / f"{t}.parquet" for t in reversed(entry.trial_ids)
                     if (trials / f"{t}.parquet").exists()), None)
         if row is None:
             pending.append((entry, newest_checkpoint(trials_at or sweep_dir, entry.trial_ids)))
         else:
-            done[entry.n] = _objective_values(row, objectives)
-    return Resumed(entries, done, pending)
+            status, done[entry.n] = _objective_values(row, objectives)
+            if status == "stopped":
+                stopped.add(entry.n)
+    return Resumed(entries, done, pending, stopped)

@@ -226,6 +226,14 @@ def check_trial_configs(study, base: dict, ratios: list[float], seed: int) -> Tr
     return cfg
 
 
+def _check_validation_set(scheduler: str, cfg: TrialConfig) -> None:
+    """ASHA and MO-ASHA rank trials on the kNN monitor, which predicts the validation set."""
+    if scheduler != "none" and len(plan_data(cfg).splits.val_y) == 0:
+        raise ValueError(f"--scheduler {scheduler} ranks trials on the validation set, and this "
+                         f"{cfg.data.dataset} data has none: hold images out of the train pool with "
+                         "--set data.val_per_class=N (CIFAR), or give imagelist a val list")
+
+
 def _data_elsewhere(args, base: dict) -> bool:
     """With --address, a data root the driver does not have is the worker nodes' business."""
     from trainables.data import DATASETS
@@ -263,6 +271,8 @@ def build_plan(args, storage: str | Path, name: str, staging: str = "") -> Sweep
     if _data_elsewhere(args, base):       # checked on a worker once joined (study.cluster)
         ratios = []
     cfg = check_trial_configs(study, base, ratios, args.seed) or TrialConfig.from_flat({**base, "seed": args.seed})
+    if ratios:
+        _check_validation_set(args.scheduler, cfg)
     num_samples, seeds = _trial_counts(study, args, preset, levels)
     if args.seed + max(num_samples, seeds) - 1 > MAX_SEED:     # later rounds use seed + r
         raise ValueError(f"--seed {args.seed}: the sweep's later trials would use seeds above {MAX_SEED}")

@@ -26,7 +26,8 @@ SELECTION_SCHEMA = pa.schema([("trial_id", pa.string()), ("strategy", pa.string(
                               *[(m, _ARROW[t]) for m, t in names.SELECTION_MEASURES.items()],
                               (names.PER_CLASS, pa.list_(pa.float64()))])
 HISTORY_SCHEMA = pa.schema([("trial_id", pa.string()), (names.EPOCH, pa.int64()),
-                            *[(m, pa.float64()) for m in names.EPOCH_METRICS]])
+                            *[(m, pa.float64()) for m in names.EPOCH_METRICS],
+                            *[(m, pa.list_(pa.float64())) for m in names.EPOCH_LISTS]])
 
 
 def _config_type(key: str) -> pa.DataType:
@@ -71,8 +72,9 @@ def trial_row(trial_id: str, config: dict, result: dict | None, provenance: dict
     """One results row.
 
     result: TrialResult.to_dict() of a finished trial (its own status, "ok" or
-    "diverged"), or None for a trial without one: `status` says why ("error" for
-    a trial that raised, with `error`; "stopped" for one the scheduler ended early).
+    "diverged"; "stopped" for the result a trial sent at a rung where the scheduler
+    then stopped it), or None for a trial without one: `status` says why ("error" for
+    a trial that raised, with `error`; "stopped" for one ASHA stopped between rungs).
     provenance: study, sweep, git_commit, versions (dict).
     """
     # The worker's own versions (torch there) win over the driver's.

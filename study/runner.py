@@ -34,15 +34,11 @@ def build_search(plan: SweepPlan, resumed: journal.Resumed | None):
 def build_tuner(plan: SweepPlan, callbacks: list, resumed: journal.Resumed | None = None):
     """Tuner(tune_trainable, the sweep's searcher, callbacks) for the trials still to run."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     storage_path, filesystem = tune_storage(plan.storage)     # a bucket: Tune writes there directly
-    scheduler = None
-    if plan.scheduler == "asha":
-        scheduler = ASHAScheduler(metric=names.KNN_ACC, mode="max", time_attr=names.EPOCH, max_t=plan.epochs,
-                                  grace_period=max(1, plan.epochs // 4))
+    scheduler, rungs = build_scheduler(plan)
     return tune.Tuner(
-        _trainable(plan), param_space={**plan.base, "seed": plan.seed},
+        _trainable(plan), param_space={**plan.base, "seed": plan.seed, **({names.PROBE_AT: rungs} if rungs else {})},
         tune_config=tune.TuneConfig(search_alg=build_search(plan, resumed), scheduler=scheduler,
                                     num_samples=trials_left(plan, resumed),
                                     max_concurrent_trials=plan.max_concurrent,
@@ -56,6 +52,22 @@ def build_tuner(plan: SweepPlan, callbacks: list, resumed: journal.Resumed | Non
                                   # the newest checkpoint resumes a trial; one older survives a
                                   # crash while the newest is being written
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+
+
+def build_scheduler(plan: SweepPlan):
+    """(the Tune scheduler or None, the rung epochs where trials run their probes early so
+    that a trial stopped there has its test metrics: names.PROBE_AT)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from study.moasha import ETA, MOASHA, default_grace, milestones
+    if plan.scheduler == "moasha":
+        grace = default_grace(plan.epochs, ETA)
+        return MOASHA(plan.epochs, grace, ETA), milestones(plan.epochs, grace, ETA)
+    if plan.scheduler == "asha":
+        grace = max(1, plan.epochs // 4)
+        return (ASHAScheduler(metric=names.KNN_ACC, mode="max", time_attr=names.EPOCH, max_t=plan.epochs,
+                              grace_period=grace, reduction_factor=4), milestones(plan.epochs, grace, 4))
+    return None, []
 
 
 def trial_dirname(trial) -> str:

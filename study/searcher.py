@@ -133,8 +133,11 @@ class LevelSearch(JournaledSearch):
 
     Only a trial's final result reaches Optuna: the epochs' reports do not carry
     the objectives, and a trial without them (diverged) is told to Optuna as failed,
-    so that no made-up value enters a Pareto front. A resumed search tells each
-    slot's study its finished trials again, from their rows (resume).
+    so that no made-up value enters a Pareto front. A trial MO-ASHA stopped is told
+    as pruned: its metrics are an early epoch's, and Optuna keeps pruned trials out
+    of its Pareto front (best_trials) while TPE ranks them after every completed
+    trial, which is what a stop means. A resumed search tells each slot's study its
+    finished trials again, from their rows (resume).
     """
 
     def __init__(self, space, metrics: list[str], levels: list[float], seed: int,
@@ -200,9 +203,11 @@ class LevelSearch(JournaledSearch):
             if entry.n not in resumed.done:
                 continue
             values = resumed.done[entry.n]
+            state = (TrialState.COMPLETE if values else
+                     TrialState.PRUNED if entry.n in resumed.stopped else TrialState.FAIL)
             try:
                 self.study(entry.slot).add_trial(optuna.trial.create_trial(
-                    state=TrialState.COMPLETE if values else TrialState.FAIL, values=values, params=entry.params,
+                    state=state, values=values, params=entry.params,
                     distributions={k: json_to_distribution(d) for k, d in entry.distributions.items()}))
             except (ValueError, TypeError, KeyError) as e:
                 raise journal.Damaged(f"journal line of trial {entry.n}: its parameters do not fit the "
@@ -214,11 +219,15 @@ class LevelSearch(JournaledSearch):
         return optuna.load_study(study_name=STUDY_NAME, storage=self.storages[slot])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Complete with the final values; pruned if the scheduler stopped the trial (its
+        last report is an epoch's, without a status); else failed."""
         if trial_id not in self.slot_of:
             return
         complete = result is not None and all(m in result for m in self.metrics)
+        stopped = not error and result is not None and names.STATUS not in result
+        # OptunaSearch tells a trial without values as pruned unless error is set
         self.searchers[self.slot_of[trial_id]].on_trial_complete(
-            trial_id, result if complete else None, error=error or not complete)
+            trial_id, result if complete else None, error=not complete and not stopped)
 
 
 def resumed_seed(seed: int, started: int) -> int:

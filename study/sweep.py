@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--imbalance-levels", help="comma-separated ratios, each with an even share "
                    "of the trials and its own Optuna study (default 1,10,100; smoke 1,10)")
     g.add_argument("--imbalance-range", help="LOW:HIGH, Optuna searches the ratio itself (log scale)")
-    g.add_argument("--scheduler", choices=["none", "asha"], default="none",
-                   help="asha: stop weak trials early on validation kNN accuracy (single objective only)")
+    g.add_argument("--scheduler", choices=["none", "asha", "moasha"], default="none",
+                   help="stop weak trials early, judged on the validation kNN monitor: moasha on its "
+                   "top-1 and p(V) (multi-objective ASHA), asha on its top-1 (single objective only)")
     g.add_argument("--num-samples", type=int, help="trials in all (grid studies: repeats = seeds)")
     g.add_argument("--epochs", type=int, help="pretraining epochs per trial")
     g.add_argument("--dataset", help="one of " + ", ".join(DATASETS) + " (default shapes)")
@@ -170,6 +171,10 @@ def configure_environment(address: str | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # A worker kept for the next trial (actor reuse) first waits for the last one's thread,
+    # which a scheduler's stop ends at its report: Ray's 2 s is too short on a loaded
+    # machine, and a reset that times out drops the next trial without a row.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")   # that 1 s
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

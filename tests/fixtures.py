@@ -37,7 +37,7 @@ def sink_metrics(storage: Path, sweep: str, study: str) -> dict[str, tuple[dict,
     rows = load_results(storage / sweep).set_index("trial_id", drop=False)
     sel_dir = storage / sweep / "results" / "selection"
     selection = pd.concat([pd.read_parquet(f) for f in sel_dir.glob("*.parquet")]) if sel_dir.exists() else None
-    per_epoch = {names.EPOCH, *names.EPOCH_METRICS}
+    per_epoch = {names.EPOCH, *names.EPOCH_METRICS, *names.EPOCH_LISTS}
     tune_own = {*AUTO_RESULT_KEYS, *DEFAULT_EXPERIMENT_INFO_KEYS, "done", names.STATUS, names.RESULT_PAYLOAD}
     reports = ExperimentAnalysis(str(storage / sweep)).results
     out = {}

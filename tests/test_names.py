@@ -79,7 +79,7 @@ def _strings(tree: ast.AST):
 # summary's "train_seconds", which are also ordinary words and checkpoint fields
 # (their result keys are built by names.epoch_record and names.pretrain_record).
 WORDS = ({*names.PROBES, *names.PROBE_METRICS, names.PER_CLASS, *names.DERIVED_PROBE_METRICS,
-          *names.SELECTION_MEASURES, *names.EPOCH_METRICS, *names.PRETRAIN_SUMMARY, names.WALL_TIME}
+          *names.SELECTION_MEASURES, *names.EPOCH_METRICS, *names.EPOCH_LISTS, *names.PRETRAIN_SUMMARY, names.WALL_TIME}
          - {"loss", "lr", "train_seconds"})
 
 

@@ -12,7 +12,8 @@ renamed metric cannot vanish from one sink (docs/architecture.md, "Result names"
     pretrain/<name>                       the pretraining summary (PRETRAIN_SUMMARY)
     select/<strategy>/<budget>/<measure>  one selected set (Tune, MLflow; Parquet: results/selection)
     select/<strategy>/<measure>           mean over budgets: the select study's objectives
-    loss, knn_acc, lr, ...                per epoch (EPOCH_METRICS), step "epoch"
+    loss, knn_acc, knn_balancedness, ...  per epoch (EPOCH_METRICS), step "epoch"
+    knn_per_class_acc                     per epoch, a list (EPOCH_LISTS): Tune, results/history
     wall_time_s                           the trial's wall time
 
 A value that is None or NaN (a many/medium/few group with no class) is absent
@@ -34,7 +35,11 @@ ACC_CV = "acc_cv"
 DERIVED_PROBE_METRICS = (ACC_CV,)              # analysis.tables adds these from the per-class list
 EPOCH = "epoch"
 LOSS, KNN_ACC, LR, IMAGES_PER_S, MEAN_POSITIVES = "loss", "knn_acc", "lr", "images_per_s", "mean_positives"
-EPOCH_METRICS = (LOSS, KNN_ACC, LR, IMAGES_PER_S, MEAN_POSITIVES)    # knn_acc: ASHA's metric
+# The kNN monitor on the balanced validation set: its top-1 and the p(V) of its per-class
+# accuracies, ASHA's and MO-ASHA's objectives; the accuracies themselves as a list.
+KNN_BALANCEDNESS, KNN_PER_CLASS = "knn_balancedness", "knn_per_class_acc"
+EPOCH_METRICS = (LOSS, KNN_ACC, KNN_BALANCEDNESS, LR, IMAGES_PER_S, MEAN_POSITIVES)
+EPOCH_LISTS = (KNN_PER_CLASS,)                 # per epoch too: Tune and results/history, not MLflow
 # name -> Python type of the pretraining summary columns
 PRETRAIN_EPOCHS = "epochs_completed"
 PRETRAIN_SUMMARY = {PRETRAIN_EPOCHS: int, "final_loss": float, "final_knn_acc": float,
@@ -53,6 +58,9 @@ STATUS = "status"
 # A trial that a resumed sweep continues from an earlier trial's weights-only checkpoint
 # gets that checkpoint's folder under this private key of its Tune config (study.journal).
 FROM_CHECKPOINT = "_from_checkpoint"
+# The epochs at which a trial runs its probes before it goes on (MO-ASHA's rungs: the
+# scheduler may stop it there, study.moasha), also a private key of its Tune config.
+PROBE_AT = "_probe_at"
 
 
 def trial_config(config: dict) -> dict:
@@ -138,7 +146,7 @@ def epoch_record(epoch: int, **metrics) -> dict:
     """One epoch's report: {"epoch": epoch, **metrics}, metrics named in EPOCH_METRICS
     (None values left out: mean_positives for cross-entropy)."""
     for name in metrics:
-        _known(name, EPOCH_METRICS)
+        _known(name, (*EPOCH_METRICS, *EPOCH_LISTS))
     return {EPOCH: epoch, **{k: v for k, v in metrics.items() if v is not None}}
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from trainables import names
 from trainables.augment import augment
 from trainables.config import TrialConfig
+from trainables.metrics import balancedness, per_class_accuracy
 from trainables.probe import extract_features, knn_predict
 
 
@@ -92,16 +93,28 @@ def train_step(objective: nn.Module, opt, sched, views: list[torch.Tensor], y: t
     return loss.detach(), None if n_pos is None else n_pos.detach()
 
 
-def knn_accuracy(encoder: nn.Module, data: TrainSet, cfg: TrialConfig) -> float:
-    """Balanced validation accuracy of a kNN vote over the train set's features
-    (NaN without a validation set, e.g. CIFAR's literature subsets)."""
+def knn_monitor(encoder: nn.Module, data: TrainSet, cfg: TrialConfig) -> dict:
+    """The epoch's kNN monitor on the balanced validation set: a kNN vote over the train
+    set's features predicts it (monitor_record gives the numbers); NaN and no list
+    without a validation set (e.g. CIFAR's literature subsets)."""
     if len(data.val_images) == 0:
-        return math.nan
+        return {names.KNN_ACC: math.nan, names.KNN_BALANCEDNESS: math.nan}
     bank = extract_features(encoder, data.images[data.indices], data.mean, data.std)
     queries = extract_features(encoder, data.val_images, data.mean, data.std)
     pred = knn_predict(bank, data.labels[data.indices], queries, data.num_classes,
                        cfg.eval.knn_k, cfg.eval.knn_temperature)
-    return float((pred == data.val_labels).float().mean())
+    return monitor_record(pred, data.val_labels, data.num_classes, cfg.eval.sigma)
+
+
+def monitor_record(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, sigma: float) -> dict:
+    """[M] predictions of [M] validation labels -> knn_acc (top-1 over the M images),
+    knn_per_class_acc (C accuracies, NaN for a class the set lacks) and
+    knn_balancedness = p(V) of the classes it has, with the test metrics' sigma."""
+    per_class = per_class_accuracy(pred, labels, num_classes)
+    present = [a for a in per_class if not math.isnan(a)]
+    return {names.KNN_ACC: float((pred == labels).float().mean()),
+            names.KNN_BALANCEDNESS: balancedness(present, sigma) if present else math.nan,
+            names.KNN_PER_CLASS: per_class}
 
 
 def training_state(objective: nn.Module, opt, sched, generator: torch.Generator, out: PretrainOutcome) -> dict:
@@ -128,17 +141,17 @@ def _restore(state: dict, objective: nn.Module, opt, sched, generator: torch.Gen
 
 def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: torch.Generator,
              report: Callable[[dict, Callable[[], dict]], None] | None = None,
-             resume: dict | None = None) -> PretrainOutcome:
-    """Train `objective` for cfg.optim.epochs epochs; after each call
-    report(metrics, state), where state() returns the training_state to checkpoint.
-    resume: a training_state to continue from (the same config's).
+             resume: dict | None = None, out: PretrainOutcome | None = None) -> PretrainOutcome:
+    """Train `objective` for cfg.optim.epochs epochs; after each call report(metrics,
+    state), where state() returns the training_state to checkpoint. resume: a
+    training_state to continue from (the same config's). out: the outcome to fill in.
 
     Batches are index slices of an on-device permutation of data.indices (the last
     partial batch is dropped); each view is a batched per-sample augmentation. Loss
     and positives are summed on the device and read once per epoch, which is also
     when a non-finite loss stops training with status "diverged".
     """
-    out = PretrainOutcome()
+    out = PretrainOutcome() if out is None else out
     if cfg.optim.epochs == 0:                        # the untrained-encoder baseline
         return out
     device = data.images.device
@@ -168,7 +181,7 @@ def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: 
             out.status = "diverged"
             break
         metrics = names.epoch_record(
-            epoch + 1, loss=mean_loss, knn_acc=knn_accuracy(objective.encoder, data, cfg),
+            epoch + 1, loss=mean_loss, **knn_monitor(objective.encoder, data, cfg),
             lr=sched.get_last_lr()[0], images_per_s=out.images_seen / out.train_seconds,
             mean_positives=float(pos_sum) / steps if objective.views == 2 else None)
         out.history.append(metrics)

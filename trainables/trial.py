@@ -15,7 +15,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -27,7 +27,7 @@ from trainables.metrics import balancedness, per_class_accuracy, summarize
 from trainables.models import build_encoder
 from trainables.objectives import build_objective
 from trainables.presets import SMOKE, parse_set, resolve
-from trainables.pretrain import TrainSet, pretrain
+from trainables.pretrain import PretrainOutcome, TrainSet, pretrain
 from trainables.probe import extract_features, fit_linear_probe, predict
 from trainables.selection import STRATEGIES, measures, select
 
@@ -166,14 +166,16 @@ def _pretrain_summary(outcome, objective) -> dict:
 
 
 def run_trial(cfg: TrialConfig, report: Callable[[dict, Callable[[], dict]], None] | None = None,
-              resume: dict | None = None) -> TrialResult:
+              resume: dict | None = None, probe_at: Collection[int] = ()) -> TrialResult:
     """Run the whole protocol for one config; report(metrics, state) is called once per
     epoch (state(): the pretraining state to checkpoint, see pretrain.training_state).
-    resume: such a state; the trial continues after its epoch.
+    resume: such a state; the trial continues after its epoch. probe_at: epochs whose
+    report also carries, under names.RESULT_PAYLOAD, the trial's result as if it ended
+    there (probes on the encoder so far, status "stopped"): a scheduler may stop it there.
 
-    Same seed on the CPU gives the same numbers, resumed or not. A non-finite
-    pretraining loss ends the trial with status "diverged" (no probe metrics); it
-    does not raise.
+    Same seed on the CPU gives the same numbers, resumed or not, probed early or not
+    (the probes draw from their own generator). A non-finite pretraining loss ends the
+    trial with status "diverged" (no probe metrics); it does not raise.
     """
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)                       # initialisation
@@ -183,20 +185,30 @@ def run_trial(cfg: TrialConfig, report: Callable[[dict, Callable[[], dict]], Non
     gen = torch.Generator(device).manual_seed(cfg.seed)
     s = plan.splits
     objective = build_trial_objective(cfg, s.pool_x.shape[1:], s.num_classes, device, gen)
-    outcome = pretrain(objective, data, cfg, gen, report, resume)
-    result = TrialResult(status=outcome.status, config=cfg.to_flat(), seed=cfg.seed,
-                         num_classes=s.num_classes, class_counts=plan.class_counts,
-                         class_order=plan.class_order, history=outcome.history,
-                         pretrain=_pretrain_summary(outcome, objective), device=str(device),
-                         versions={"torch": torch.__version__})
-    if outcome.status == "ok":
-        probe_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
-        features = _features(objective.encoder, data, plan)
-        result.probes = _evaluate_probes(*features, data, plan, cfg, probe_gen)
-        if cfg.select.budget_list:
-            result.selection = evaluate_selection(*features, data, plan, cfg, probe_gen)
-    result.wall_time_s = time.perf_counter() - start
-    return result
+    outcome = PretrainOutcome()
+
+    def result(status: str) -> TrialResult:
+        """The trial's result as it stands, with probes unless it diverged."""
+        out = TrialResult(status=status, config=cfg.to_flat(), seed=cfg.seed, num_classes=s.num_classes,
+                          class_counts=plan.class_counts, class_order=plan.class_order,
+                          history=list(outcome.history), pretrain=_pretrain_summary(outcome, objective),
+                          device=str(device), versions={"torch": torch.__version__})
+        if status != "diverged":
+            probe_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+            features = _features(objective.encoder, data, plan)
+            out.probes = _evaluate_probes(*features, data, plan, cfg, probe_gen)
+            if cfg.select.budget_list:
+                out.selection = evaluate_selection(*features, data, plan, cfg, probe_gen)
+        out.wall_time_s = time.perf_counter() - start
+        return out
+
+    def report_epoch(metrics: dict, state) -> None:
+        if metrics[names.EPOCH] in probe_at:
+            metrics = {**metrics, names.RESULT_PAYLOAD: json.dumps(result("stopped").to_dict())}
+        report(metrics, state)
+
+    pretrain(objective, data, cfg, gen, report_epoch if report and probe_at else report, resume, outcome)
+    return result(outcome.status)
 
 
 # ---------------------------------------------------------------- command line

@@ -73,7 +73,9 @@ def tune_trainable(config: dict) -> None:
 
     The last epoch's report is held back and sent together with the final
     metrics: a scheduler (ASHA) stops a trial on its last epoch's report, and
-    Tune drops whatever that trial reports after it.
+    Tune drops whatever that trial reports after it. The reports of the epochs in
+    config[names.PROBE_AT] (MO-ASHA's rungs) carry the trial's result as if it
+    stopped there, which is what the driver's sinks record if it does.
     """
     from ray import tune
 
@@ -92,7 +94,7 @@ def tune_trainable(config: dict) -> None:
         inject(config, metrics[names.EPOCH], trial_id)
 
     try:
-        result = run_trial(cfg, report, resume)
+        result = run_trial(cfg, report, resume, probe_at=set(config.get(names.PROBE_AT) or ()))
     finally:
         release_device_memory()
     payload = result.to_dict()

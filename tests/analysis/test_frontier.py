@@ -1,8 +1,8 @@
 import numpy as np
-
 import pandas as pd
+import pytest
 
-from analysis.frontier import pareto_front, pareto_mask
+from analysis.frontier import hypervolume, pareto_front, pareto_mask
 
 
 def test_pareto_mask_by_hand():
@@ -55,3 +55,38 @@ def test_pareto_front_reads_named_columns_of_a_frame():
     df = pd.DataFrame({"lt/top1": [0.8, 0.7, 0.9], "lt/balancedness": [0.9, 0.95, 0.5], "x": [1, 2, 3]})
     assert pareto_front(df, ["lt/top1", "lt/balancedness"]).tolist() == [True, True, True]
     assert pareto_front(df, ["lt/top1", "x"], maximize=[True, False]).tolist() == [True, False, True]
+
+
+def _brute_hypervolume(pts, ref) -> float:
+    """The union of the boxes [ref, p], by its cells on the grid of all coordinates:
+    a cell counts if some point reaches its upper corner in every objective."""
+    import itertools
+    pts = [p for p in pts if not np.isnan(p).any() and (np.asarray(p) > ref).all()]
+    if not pts:
+        return 0.0
+    axes = [sorted({ref[o], *(p[o] for p in pts)}) for o in range(len(ref))]
+    total = 0.0
+    for cell in itertools.product(*[range(len(a) - 1) for a in axes]):
+        upper = [axes[o][i + 1] for o, i in enumerate(cell)]
+        if any(all(p[o] >= upper[o] for o in range(len(ref))) for p in pts):
+            total += np.prod([axes[o][i + 1] - axes[o][i] for o, i in enumerate(cell)])
+    return total
+
+
+def test_hypervolume_by_hand():
+    df = pd.DataFrame({"a": [1, 2, 0.5, np.nan, -1], "b": [1, 0.5, 2, 3, 5]})
+    # boxes [0,1]x[0,1], [0,2]x[0,.5], [0,.5]x[0,2]: 1 + 1 * 0.5 + 0.5 * 1; NaN and a < 0 add nothing
+    assert hypervolume(df, ["a", "b"]) == pytest.approx(2.0)
+    assert hypervolume(df, ["a", "b"], reference=(0.5, 0.5)) == pytest.approx(0.5 * 0.5 + 1 * 0 + 0.5 * 0)
+    assert hypervolume(df.iloc[:0], ["a", "b"]) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_hypervolume_equals_the_brute_force_union_of_boxes(seed):
+    rng = np.random.default_rng(seed)
+    m, n = rng.choice([2, 3]), rng.integers(1, 9)
+    pts = rng.integers(0, 5, (n, m)) / 4                   # ties and duplicates are common
+    pts[rng.random((n, m)) < 0.05] = np.nan
+    ref = rng.choice([0.0, 0.25], m)
+    df = pd.DataFrame(pts, columns=[f"o{i}" for i in range(m)])
+    assert hypervolume(df, list(df.columns), ref) == pytest.approx(_brute_hypervolume(pts, ref))

@@ -83,3 +83,26 @@ def test_step_flops_of_resnet18_match_its_published_count():
     cfg = TrialConfig.from_flat({"model.arch": "resnet18", "optim.batch_size": 2})
     flops = step_flops(cfg, torch.device("cpu"))      # 4 images (two views of 2), fwd + bwd
     assert 4 * 3.1e9 < flops < 4 * 3.5e9
+
+
+def test_the_search_summary_by_hand():
+    # Two repeats per method at one level: curves are (trial-epochs spent, hypervolume so far)
+    from study.bench_search import summarize, table
+
+    def run(method, repeat, curve, stopped, wall):
+        return {"method": method, "repeat": repeat, "wall_s": wall, "levels": {10.0: {
+            "trials": len(curve), "trial_epochs": curve[-1][0], "hypervolume": curve[-1][1],
+            "stopped": stopped, "curve": curve}}}
+    runs = [run("none", 0, [(9, 0.2), (18, 0.3)], 0, 100.0), run("moasha", 0, [(9, 0.25), (12, 0.31)], 1, 60.0),
+            run("none", 1, [(9, 0.1), (18, 0.5)], 0, 110.0), run("moasha", 1, [(3, 0.1), (6, 0.2)], 2, 40.0)]
+    row = summarize(runs)[10.0]
+    assert row["none"]["hypervolume_mean"] == pytest.approx(0.4)
+    assert (row["none"]["hypervolume_min"], row["none"]["hypervolume_max"]) == (0.3, 0.5)
+    assert row["moasha"]["trial_epochs"] == pytest.approx(9) and row["none"]["trial_epochs"] == pytest.approx(18)
+    assert row["moasha"]["stopped"] == pytest.approx(1.5) and row["moasha"]["wall_s"] == pytest.approx(50)
+    # plain's mean is 0.4: neither MO-ASHA repeat's front reached it
+    assert row["moasha"]["epochs_to_plain_hypervolume"] == [None, None]
+    runs[1]["levels"][10.0]["curve"] = [(9, 0.25), (12, 0.45)]
+    assert summarize(runs)[10.0]["moasha"]["epochs_to_plain_hypervolume"] == [12, None]
+    text = table({"args": "--smoke", "repeats": 2, "levels": summarize(runs)})
+    assert "trial-epochs moasha/none 0.50" in text and "to plain's mean hypervolume: 12, never" in text

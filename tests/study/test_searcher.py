@@ -6,6 +6,7 @@ import ray
 from optuna.trial import TrialState
 
 from study.searcher import LevelSearch
+from trainables import names
 
 METRICS = ["lt/top1", "lt/balancedness"]
 CELLS = [{"loss.name": "simclr"}, {"loss.name": "ce"}]
@@ -86,7 +87,7 @@ def test_diverged_and_errored_trials_are_failures_in_their_own_slot_only():
     search = LevelSearch(space, METRICS, [1, 10], 0)
     configs = {f"t{n}": search.suggest(f"t{n}") for n in range(6)}    # slot 0: t0 t2 t4; 1: t1 t3 t5
     search.on_trial_complete("t0", {"lt/top1": 0.6, "lt/balancedness": 0.9, "epoch": 3})
-    search.on_trial_complete("t2", {"lt/top1": 0.5, "epoch": 3})       # diverged: no p(V)
+    search.on_trial_complete("t2", {"lt/top1": 0.5, "epoch": 3, "status": "diverged"})   # no p(V)
     search.on_trial_complete("t4", None)                                # no final report at all
     search.on_trial_complete("t1", error=True)                          # as Tune reports a crash
     search.on_trial_complete("unknown", {"lt/top1": 0.1, "lt/balancedness": 0.1})   # ignored
@@ -103,6 +104,19 @@ def test_diverged_and_errored_trials_are_failures_in_their_own_slot_only():
     assert [t.state for t in slot1] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.RUNNING]
     assert slot1[1].values == [0.25, 0.75]
     assert [t.values for t in slot0 if t.state == TrialState.COMPLETE] == [[0.6, 0.9]]
+
+
+def test_a_trial_the_scheduler_stopped_is_pruned_not_complete():
+    # MO-ASHA stopped it at a rung: its last report is that epoch's, whose payload holds
+    # test metrics of a half-trained encoder; Optuna must not take them as final values
+    search = LevelSearch(space, METRICS, [1], 0)
+    for n in range(2):
+        search.suggest(f"t{n}")
+    search.on_trial_complete("t0", {names.EPOCH: 1, names.KNN_ACC: 0.5, names.RESULT_PAYLOAD: "{}"})
+    search.on_trial_complete("t1", {"lt/top1": 0.6, "lt/balancedness": 0.9, names.STATUS: "ok"})
+    trials = _study(search, 0).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE]
+    assert trials[0].values is None and [t.number for t in _study(search, 0).best_trials] == [1]
 
 
 def _run(search: LevelSearch, n: int, start: int = 0) -> list[dict]:
@@ -158,7 +172,7 @@ def test_a_resumed_search_continues_from_its_journal_and_rows(tmp_path):
     assert resumed.slot_of == {"t7b": 3, "t8b": 0}
     for search, (t7, t8) in ((original, ("t7", "t8")), (resumed, ("t7b", "t8b"))):
         search.on_trial_complete(t7, {"lt/top1": 0.4, "lt/balancedness": 0.3})
-        search.on_trial_complete(t8, {"lt/top1": 0.4})                  # diverged
+        search.on_trial_complete(t8, {"lt/top1": 0.4, "status": "diverged"})
     # every slot's study holds what the uninterrupted one holds: states, values, parameters
     for slot in range(4):
         assert ([(t.state, t.values, t.params) for t in _study(resumed, slot).trials]
@@ -189,3 +203,23 @@ def test_a_resumed_ratio_range_search_keeps_searching_the_ratio(tmp_path):
     later = _run(resumed, 6, start=4)
     assert all(2.0 <= c["data.imbalance_ratio"] <= 50.0 for c in later)
     assert len(_study(resumed, 0).trials) == 10
+
+
+def test_a_resumed_search_tells_a_stopped_trial_pruned_though_its_row_has_metrics(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from study.journal import FILE, resume_state
+    original = LevelSearch(space, METRICS, [1], 0, journal_file=tmp_path / FILE)
+    for n in range(2):
+        original.suggest(f"t{n}")
+    folder = tmp_path / "results" / "trials"
+    folder.mkdir(parents=True)
+    for n, status in enumerate(["stopped", "ok"]):        # both rows hold test metrics
+        pq.write_table(pa.table({"status": [status], "lt/top1": [0.5 + n / 10], "lt/balancedness": [0.8]}),
+                       folder / f"t{n}.parquet")
+    state = resume_state(tmp_path, METRICS)
+    assert state.done == {0: None, 1: [0.6, 0.8]} and state.stopped == {0}
+    resumed = LevelSearch(space, METRICS, [1], 0, journal_file=tmp_path / FILE)
+    resumed.resume(state)
+    assert [t.state for t in _study(resumed, 0).trials] == [TrialState.PRUNED, TrialState.COMPLETE]

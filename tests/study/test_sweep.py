@@ -187,6 +187,38 @@ def test_single_objective_asha_over_an_imbalance_range(ray_cluster, tmp_path):
     assert (epochs[df.loc[df["status"] == "stopped", "trial_id"]] < 4).all()
 
 
+def test_moasha_stops_trials_at_the_rung_with_their_probes_and_mlflow_agrees(ray_cluster, tmp_path):
+    # Smoke: 2 epochs, one rung at epoch 1 keeping the top third by non-dominated sorting
+    # of (knn_acc, knn_balancedness); one trial at a time, so each is judged on all before it.
+    argv = ["kpcl", "--smoke", "--scheduler", "moasha", "--imbalance-levels", "10", "--num-samples", "5",
+            "--max-concurrent", "1", "--storage", str(tmp_path), "--name", "m"]
+    assert main(argv) == 0
+    df = load_results(tmp_path / "m").set_index("trial_id")
+    assert len(df) == 5 and set(df["status"]) == {"ok", "stopped"}, df["status"]
+    epochs = df["pretrain/epochs_completed"]
+    assert (epochs[df["status"] == "ok"] == 2).all() and (epochs[df["status"] == "stopped"] == 1).all()
+    # a stopped trial still has its test metrics, from its probes at the rung
+    assert df["lt/top1"].between(0, 1).all() and df["balanced/balancedness"].between(0, 1).all()
+    assert (df["lt/per_class_acc"].map(len) == 10).all()
+    history = load_history(tmp_path / "m")
+    assert history.groupby("trial_id")["epoch"].max().to_dict() == epochs.to_dict()
+    for _, row in history.iterrows():              # each epoch's p(V) is that of its class accuracies
+        assert row["knn_balancedness"] == pytest.approx(balancedness(row["knn_per_class_acc"], 0.1))
+    _, parents, children = mlflow_runs(tmp_path, "kpcl")
+    assert {c.info.status for c in children} == {"FINISHED"} and len(children) == 5
+    for run in children:
+        row = df.loc[run.data.tags["trial_id"]]
+        assert run.data.tags["status"] == row["status"]
+        assert run.data.metrics["lt/top1"] == pytest.approx(row["lt/top1"])
+    # the journal knows which were stopped (told to Optuna as pruned), and a resume
+    # runs nothing: stopped trials are not revived
+    from study.journal import resume_state
+    stopped = resume_state(tmp_path / "m", ["lt/top1", "lt/balancedness"]).stopped
+    assert len(stopped) == (df["status"] == "stopped").sum()
+    assert main(["kpcl", "--resume", "m", "--storage", str(tmp_path)]) == 0
+    assert len(load_results(tmp_path / "m")) == 5
+
+
 @pytest.mark.parametrize("dataset", ["cifar10", "imagelist"])
 def test_smoke_sweep_on_test_made_real_format_data(ray_cluster, tmp_path, dataset, cifar_root, list_root):
     root = {"cifar10": cifar_root, "imagelist": list_root}[dataset]

@@ -12,7 +12,12 @@ from study.sweep import main
 BAD = [
     (["nope"], "unknown study"),
     ([], "name a study"),
-    (["kpcl", "--scheduler", "asha"], "asha"),
+    (["kpcl", "--scheduler", "asha"], "with --objective multi use --scheduler moasha"),
+    (["kpcl", "--scheduler", "moasha", "--imbalance-range", "1:10"], "use --imbalance-levels"),
+    (["select", "--scheduler", "moasha"], "objectives are its own"),
+    (["fig2", "--scheduler", "moasha"], "fig2 is a grid"),
+    (["kpcl", "--smoke", "--scheduler", "moasha", "--set", "data.val_per_class=0"],
+     "ranks trials on the validation set"),
     (["kpcl", "--imbalance-levels", "0.5,10"], ">= 1"),
     (["kpcl", "--imbalance-levels", "1,ten"], "expected numbers"),
     (["kpcl", "--imbalance-range", "100:10"], "LOW < HIGH"),

@@ -151,3 +151,21 @@ def test_summarize_balanced_probe():
     assert s["acc_std"] == pytest.approx(0.0, abs=1e-12)
     assert s["top1"] == pytest.approx(0.7)
     assert s["many"] == s["medium"] == s["few"] == pytest.approx(0.7)
+
+
+def test_the_epochs_knn_monitor_reports_the_p_v_of_its_per_class_validation_accuracies():
+    from trainables.pretrain import monitor_record
+    # 3 classes, 4 validation images each: class 0 all right, class 1 half, class 2 none
+    labels = torch.tensor([0] * 4 + [1] * 4 + [2] * 4)
+    pred = torch.tensor([0, 0, 0, 0, 1, 1, 0, 2, 0, 1, 1, 0])
+    record = monitor_record(pred, labels, 3, sigma=0.1)
+    assert record["knn_per_class_acc"] == [1.0, 0.5, 0.0]
+    assert record["knn_acc"] == pytest.approx(6 / 12)
+    # p(V) by hand: pairs (0,1) and (1,2) differ by 0.5, (0,2) by 1, each twice, over 9 pairs
+    by_hand = (3 + 4 * math.exp(-0.25 / 0.1) + 2 * math.exp(-1 / 0.1)) / 9
+    assert record["knn_balancedness"] == pytest.approx(by_hand)
+    assert record["knn_balancedness"] == balancedness(record["knn_per_class_acc"], 0.1)
+    # a class missing from the validation set is NaN in the list and left out of p(V)
+    missing = monitor_record(pred[:8], labels[:8], 3, sigma=0.1)
+    assert math.isnan(missing["knn_per_class_acc"][2])
+    assert missing["knn_balancedness"] == pytest.approx(balancedness([1.0, 0.5], 0.1))

@@ -6,7 +6,7 @@ import pytest
 from trainables.config import TrialConfig
 from trainables.presets import SMOKE
 from trainables.objectives import LOSSES
-from trainables.names import PROBES
+from trainables.names import PROBES, RESULT_PAYLOAD
 from trainables.trial import main, run_trial
 
 PROBE_KEYS = {"top1", "many", "medium", "few", "balancedness", "acc_std", "worst_class_acc", "per_class_acc"}
@@ -53,11 +53,35 @@ def test_same_seed_gives_identical_results_and_another_seed_does_not():
     b = run_trial(_smoke(**{"loss.name": "kcl", "seed": 1})).to_dict()
     c = run_trial(_smoke(**{"loss.name": "kcl", "seed": 2})).to_dict()
     for r in (a, b, c):
-        r.pop("wall_time_s"), r["pretrain"].pop("images_per_s"), r["pretrain"].pop("train_seconds")
-        for m in r["history"]:
-            m.pop("images_per_s")
+        _timeless(r)
     assert a == b
     assert a["probes"] != c["probes"]
+
+
+def _timeless(result: dict) -> dict:
+    """A result without its timings (which differ from run to run)."""
+    result.pop("wall_time_s"), result["pretrain"].pop("images_per_s"), result["pretrain"].pop("train_seconds")
+    for m in result["history"]:
+        m.pop("images_per_s")
+    return result
+
+
+def test_a_rung_epoch_reports_the_trial_as_if_stopped_there_and_changes_nothing_after_it():
+    # MO-ASHA's rungs (names.PROBE_AT): the probes run on the encoder at epoch 1 and the
+    # report carries that result; the probes draw from their own generator, so the
+    # trial then trains and ends exactly as without them
+    cfg = _smoke(**{"loss.name": "kcl", "seed": 1, "optim.epochs": 3})
+    reports = []
+    probed = run_trial(cfg, report=lambda m, state: reports.append(m), probe_at={1}).to_dict()
+    plain = run_trial(cfg, report=lambda m, state: None).to_dict()
+    assert _timeless(probed) == _timeless(plain)
+    assert [RESULT_PAYLOAD in m for m in reports] == [True, False, False]
+    early = json.loads(reports[0][RESULT_PAYLOAD])
+    assert early["status"] == "stopped" and early["pretrain"]["epochs_completed"] == 1
+    assert len(early["history"]) == 1 and set(early["probes"]) == set(PROBES)
+    # the epoch-1 encoder, probed, is not the epoch-3 one
+    assert early["probes"]["lt"]["per_class_acc"] != probed["probes"]["lt"]["per_class_acc"]
+    assert all(0 <= a <= 1 for a in early["probes"]["lt"]["per_class_acc"])
 
 
 def test_ce_on_balanced_digits_reaches_090_probe_accuracy():

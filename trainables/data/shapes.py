@@ -157,5 +157,6 @@ def generate(per_class: int, seed: int, batch: int = 2048) -> tuple[torch.Tensor
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(len(CLASS_NAMES)).repeat_interleave(per_class)
     labels = labels[torch.randperm(len(labels), generator=g)]
-    images = torch.cat([render(labels[i:i + batch], g) for i in range(0, len(labels), batch)])
+    images = torch.cat([render(labels[i:i + batch], g) for i in range(0, len(labels), batch)]
+                       or [torch.zeros(0, 3, SIZE, SIZE, dtype=torch.uint8)])      # per_class = 0
     return images, labels

@@ -82,12 +82,12 @@ def summarize(runs: list[dict]) -> dict:
         per = {m: [run for run in runs if run["method"] == m] for m in METHODS}
         row = {}
         for method, method_runs in per.items():
+            def mean(key):
+                return float(np.mean([run["levels"][level][key] for run in method_runs]))
             hv = [run["levels"][level]["hypervolume"] for run in method_runs]
             row[method] = {"hypervolume_mean": float(np.mean(hv)), "hypervolume_min": min(hv),
-                           "hypervolume_max": max(hv),
-                           "trial_epochs": float(np.mean([run["levels"][level]["trial_epochs"] for run in method_runs])),
-                           "stopped": float(np.mean([run["levels"][level]["stopped"] for run in method_runs])),
-                           "wall_s": float(np.mean([run["wall_s"] for run in method_runs]))}
+                           "hypervolume_max": max(hv), "trial_epochs": mean("trial_epochs"),
+                           "stopped": mean("stopped"), "wall_s": float(np.mean([run["wall_s"] for run in method_runs]))}
         target = row["none"]["hypervolume_mean"]
         reached = [next((spent for spent, hv in run["levels"][level]["curve"] if hv >= target), None)
                    for run in per["moasha"]]

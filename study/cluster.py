@@ -10,6 +10,9 @@ from pathlib import Path
 from study.plan import Refused, SweepPlan
 
 
+THREAD_TIMEOUT = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
+
+
 def trial_gpus(plan: SweepPlan) -> float:
     """GPUs per trial: as asked, else 1 if the cluster has any GPU."""
     import ray
@@ -39,7 +42,7 @@ def start_ray(address: str | None) -> None:
         runtime_env = {"py_modules": [str(Path(m.__file__).parent) for m in (trainables, study, search_spaces,
                                                                                analysis)],
                        # the workers' Tune reads it (study.sweep.configure_environment)
-                       "env_vars": {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")}}
+                       "env_vars": {THREAD_TIMEOUT: os.environ.get(THREAD_TIMEOUT, "60")}}
     # A local cluster listens on the loopback address only: nothing of it is reachable
     # from the network (the dashboard is off).
     local = {"_node_ip_address": "127.0.0.1"} if address is None else {}

@@ -9,7 +9,8 @@ non-dominated sorting with crowding distance as ties' rule (study.ranking);
 otherwise Tune stops it. As in ASHA, nothing waits for a rung to fill: a trial is
 judged against what arrived before it, so early trials are promoted generously.
 Rungs are kept per imbalance level (`group_by`): a level's trials compete only
-with each other, as its frontier is read on its own.
+with each other, as its frontier is read on its own. A resumed sweep's rungs are
+rebuilt from its trials' history (`restore`).
 
 A stopped trial's row still has test metrics: the trainable runs its probes at each
 rung epoch (names.PROBE_AT) and sends them with that epoch's report, so the report
@@ -71,6 +72,26 @@ class MOASHA(FIFOScheduler):
             return bool(keep(list(results.values())[:ids.index(trial_id) + 1], self.eta)[-1])
         results[trial_id] = point
         return bool(keep(list(results.values()), self.eta)[-1])
+
+    def restore(self, sweep_dir) -> dict[str, bool]:
+        """After a --resume: record the rung results of the trials that have rows, from
+        their history, in the order they started (the journal's), so that the rungs go on
+        from what they held rather than promoting the next trials as if they were the
+        first. Returns trial id -> whether its last rung kept it, as replayed here."""
+        from analysis.results import load_history, load_results
+        from study.journal import FILE, read
+        try:
+            rows = load_results(sweep_dir).set_index("trial_id")
+            history = load_history(sweep_dir)
+        except FileNotFoundError:                 # no trial has a row yet
+            return {}
+        replayed = {}
+        for trial_id in (t for entry in read(sweep_dir / FILE) for t in entry.trial_ids if t in rows.index):
+            epochs = history[history["trial_id"] == trial_id].set_index(names.EPOCH)
+            for rung in (r for r in self.rungs if r in epochs.index):
+                point = [float(epochs.at[rung, o]) if o in epochs else math.nan for o in self.objectives]
+                replayed[trial_id] = self.record(rows.at[trial_id, self.group_by], rung, trial_id, point)
+        return replayed
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         epoch = result.get(names.EPOCH)

@@ -37,6 +37,8 @@ def build_tuner(plan: SweepPlan, callbacks: list, resumed: journal.Resumed | Non
 
     storage_path, filesystem = tune_storage(plan.storage)     # a bucket: Tune writes there directly
     scheduler, rungs = build_scheduler(plan)
+    if resumed is not None and hasattr(scheduler, "restore"):
+        scheduler.restore(plan.sweep_dir)                # MO-ASHA's rungs, from the trials' history
     return tune.Tuner(
         _trainable(plan), param_space={**plan.base, "seed": plan.seed, **({names.PROBE_AT: rungs} if rungs else {})},
         tune_config=tune.TuneConfig(search_alg=build_search(plan, resumed), scheduler=scheduler,

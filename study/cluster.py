@@ -83,7 +83,7 @@ def check_data_on_workers(plan: SweepPlan) -> None:
     from ray.exceptions import GetTimeoutError
     task = ray.remote(_check_data).options(num_cpus=plan.cpus_per_trial, num_gpus=trial_gpus(plan),
                                            resources=plan.trial_resources or None, max_retries=0)
-    ref = task.remote(plan.study, plan.base, plan.levels or list(plan.ratio_range), plan.seed)
+    ref = task.remote(plan.study, plan.base, plan.levels or list(plan.ratio_range), plan.seed, plan.scheduler)
     try:
         node, error = ray.get(ref, timeout=DATA_CHECK_S)
     except GetTimeoutError:
@@ -94,16 +94,20 @@ def check_data_on_workers(plan: SweepPlan) -> None:
         raise Refused(f"--data-root {plan.base['data.data_root']} on node {node}: {error}")
 
 
-def _check_data(study: str, base: dict, ratios: list[float], seed: int) -> tuple[str, str | None]:
-    """(this node's IP and id, None or the one-line reason its data cannot serve the sweep)."""
+def _check_data(study: str, base: dict, ratios: list[float], seed: int,
+                scheduler: str = "none") -> tuple[str, str | None]:
+    """(this node's IP and id, None or the one-line reason its data cannot serve the sweep,
+    a scheduler's missing validation set included)."""
     import ray
 
-    from study.plan import check_trial_configs
+    from study.plan import check_trial_configs, check_validation_set
     from study.studies import STUDIES
     context = ray.get_runtime_context()
     node = f"{ray.util.get_node_ip_address()} ({context.get_node_id()[:12]})"
     try:
-        check_trial_configs(STUDIES[study], base, ratios, seed)
+        cfg = check_trial_configs(STUDIES[study], base, ratios, seed)
+        if cfg is not None:
+            check_validation_set(scheduler, cfg)
     except ValueError as e:
         return node, (str(e).splitlines() or ["invalid"])[0][:300]
     return node, None

@@ -77,20 +77,28 @@ class MOASHA(FIFOScheduler):
         """After a --resume: record the rung results of the trials that have rows, from
         their history, in the order they started (the journal's), so that the rungs go on
         from what they held rather than promoting the next trials as if they were the
-        first. Returns trial id -> whether its last rung kept it, as replayed here."""
+        first. Returns trial id -> whether its last rung kept it, as replayed here: the
+        live decisions where trials reached each rung in start order (one at a time);
+        with trials in parallel an approximation, and trials without a row are left out."""
         from analysis.results import load_history, load_results
         from study.journal import FILE, read
         try:
-            rows = load_results(sweep_dir).set_index("trial_id")
+            rows = set(load_results(sweep_dir)["trial_id"])
             history = load_history(sweep_dir)
         except FileNotFoundError:                 # no trial has a row yet
             return {}
+        if history.empty:                         # every trial with a row failed before an epoch
+            return {}
         replayed = {}
-        for trial_id in (t for entry in read(sweep_dir / FILE) for t in entry.trial_ids if t in rows.index):
-            epochs = history[history["trial_id"] == trial_id].set_index(names.EPOCH)
-            for rung in (r for r in self.rungs if r in epochs.index):
-                point = [float(epochs.at[rung, o]) if o in epochs else math.nan for o in self.objectives]
-                replayed[trial_id] = self.record(rows.at[trial_id, self.group_by], rung, trial_id, point)
+        for entry in read(sweep_dir / FILE):
+            # the level as the live rungs key it: the trial's config (a list dataset's row has
+            # no imbalance_ratio, its config does)
+            level = entry.config.get(self.group_by)
+            for trial_id in (t for t in entry.trial_ids if t in rows):
+                epochs = history[history["trial_id"] == trial_id].set_index(names.EPOCH)
+                for rung in (r for r in self.rungs if r in epochs.index):
+                    point = [float(epochs.at[rung, o]) if o in epochs else math.nan for o in self.objectives]
+                    replayed[trial_id] = self.record(level, rung, trial_id, point)
         return replayed
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:

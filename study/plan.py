@@ -226,7 +226,7 @@ def check_trial_configs(study, base: dict, ratios: list[float], seed: int) -> Tr
     return cfg
 
 
-def _check_validation_set(scheduler: str, cfg: TrialConfig) -> None:
+def check_validation_set(scheduler: str, cfg: TrialConfig) -> None:
     """ASHA and MO-ASHA rank trials on the kNN monitor, which predicts the validation set."""
     if scheduler != "none" and len(plan_data(cfg).splits.val_y) == 0:
         raise ValueError(f"--scheduler {scheduler} ranks trials on the validation set, and this "
@@ -272,7 +272,7 @@ def build_plan(args, storage: str | Path, name: str, staging: str = "") -> Sweep
         ratios = []
     cfg = check_trial_configs(study, base, ratios, args.seed) or TrialConfig.from_flat({**base, "seed": args.seed})
     if ratios:
-        _check_validation_set(args.scheduler, cfg)
+        check_validation_set(args.scheduler, cfg)
     num_samples, seeds = _trial_counts(study, args, preset, levels)
     if args.seed + max(num_samples, seeds) - 1 > MAX_SEED:     # later rounds use seed + r
         raise ValueError(f"--seed {args.seed}: the sweep's later trials would use seeds above {MAX_SEED}")

@@ -5,10 +5,12 @@ i-th). The ranking is NSGA-II's (Deb et al., 2002), as Syne Tune's MOASHA uses i
 
 1. non-dominated sorting: front 0 is the Pareto front of all points, front 1 that of
    the rest, and so on (equal points do not dominate each other: they share a front);
-2. within a front, the crowding distance: for each objective, sort the front's points
-   by it (ties in arrival order); the two ends get infinity, an inner point
-   (next - previous) / (max - min) of its neighbours in that order (0 where the front
-   has one value); the distances are summed over objectives;
+2. within a front, the crowding distance, over each objective's distinct values so
+   that equal values get equal distances whatever their arrival: a point at the
+   front's lowest or highest value gets infinity, another one (next - previous) /
+   (max - min), next and previous being the nearest distinct values above and below
+   its own; the distances are summed over objectives (a front of one or two points:
+   infinity);
 3. order: front ascending, then crowding distance descending (the front's spread ends
    and its sparse regions first), then arrival (earlier first).
 
@@ -46,12 +48,12 @@ def crowding_distance(points) -> np.ndarray:
     if len(pts) <= 2:
         return np.full(len(pts), math.inf)
     for column in pts.T:
-        order = np.argsort(column, kind="stable")          # ties: arrival order
-        span = column[order[-1]] - column[order[0]]
-        distance[order[0]] = distance[order[-1]] = math.inf
-        if span > 0:
-            inner = (column[order[2:]] - column[order[:-2]]) / span
-            distance[order[1:-1]] += inner
+        values = np.unique(column)                          # sorted, distinct
+        pos = np.searchsorted(values, column)
+        end = (pos == 0) | (pos == len(values) - 1)
+        distance[end] = math.inf
+        inner = ~end
+        distance[inner] += (values[pos[inner] + 1] - values[pos[inner] - 1]) / (values[-1] - values[0])
     return distance
 
 

@@ -26,18 +26,20 @@ def _brute_fronts(pts) -> list[int]:
 
 
 def _brute_crowding(pts, members) -> dict[int, float]:
-    """Per point and objective, its neighbours in the (value, arrival) order of its front."""
+    """Per point and objective: infinity at the front's lowest or highest value, else the
+    gap between the nearest distinct values below and above its own, over the span."""
     if len(members) <= 2:
         return {i: math.inf for i in members}
     out = {i: 0.0 for i in members}
     for o in range(len(pts[0])):
-        order = sorted(members, key=lambda i: (pts[i][o], i))
-        span = pts[order[-1]][o] - pts[order[0]][o]
-        for pos, i in enumerate(order):
-            if pos in (0, len(order) - 1):
+        values = [pts[i][o] for i in members]
+        low, high = min(values), max(values)
+        for i in members:
+            v = pts[i][o]
+            if v in (low, high):
                 out[i] = math.inf
-            elif span > 0:
-                out[i] += (pts[order[pos + 1]][o] - pts[order[pos - 1]][o]) / span
+            else:
+                out[i] += (min(x for x in values if x > v) - max(x for x in values if x < v)) / (high - low)
     return out
 
 
@@ -75,8 +77,8 @@ def test_a_hand_ranked_rung():
     # (top1, p(V)): 0..2 and 4 are the front, 3 is dominated by 0 and 4, 5 has a NaN.
     pts = [[1, 1], [2, 0], [0, 2], [0.5, 0.5], [1, 1], [math.nan, 1]]
     assert nondominated_fronts(pts).tolist() == [0, 0, 0, 1, 0, -1]
-    # ends 1 and 2 first; the duplicates 0 and 4 each get (1 - 0)/2 + (2 - 1)/2 = 1.0
-    # (they neighbour each other in both orders), so arrival decides
+    # ends 1 and 2 first; the duplicates 0 and 4 each get (2 - 0)/2 + (2 - 0)/2 = 2.0
+    # (equal values, equal distances), so arrival decides
     assert rank(pts).tolist() == [1, 2, 0, 4, 3, 5]
     assert keep(pts, 3).tolist() == [False, True, True, False, False, False]     # ceil(6 / 3) = 2
     assert keep(pts, 2).tolist() == [True, True, True, False, False, False]
@@ -94,3 +96,17 @@ def test_the_first_result_at_a_rung_always_continues_and_one_of_two_does():
     assert keep([[0.1, 0.1]], 3).tolist() == [True]
     assert keep([[0.5, 0.5], [0.1, 0.1]], 3).tolist() == [True, False]       # as ASHA's percentile
     assert keep([[0.1, 0.1], [0.5, 0.5]], 3).tolist() == [False, True]
+
+
+def test_equal_results_are_kept_in_arrival_order_however_many_arrive():
+    # duplicates share their crowding distance, so the earliest ones win the places
+    for n in range(1, 10):
+        assert np.flatnonzero(keep([[0.5, 0.5]] * n, 3)).tolist() == list(range(math.ceil(n / 3)))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_crowding_distance_does_not_depend_on_arrival(seed):
+    rng = np.random.default_rng(seed)
+    pts = rng.integers(0, 4, (8, 2)) / 3
+    perm = rng.permutation(8)
+    assert np.array_equal(crowding_distance(pts)[perm], crowding_distance(pts[perm]))

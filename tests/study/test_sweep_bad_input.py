@@ -299,3 +299,17 @@ def test_a_refused_list_dataset_leaves_no_decode_cache(case, tmp_path, monkeypat
     assert exit_.value.code == 2 and time.perf_counter() - start < 5.0
     assert not (tmp_path / "data" / ".cache").exists()
     assert [p for p in tmp_path.rglob("*") if p.suffix == ".npy" or p.name.startswith(".tmp-")] == []
+
+
+def test_the_worker_side_data_check_also_refuses_a_scheduler_without_a_validation_set(ray_cluster, cifar_root):
+    # With --address and a data root only the workers have, validation checks the data
+    # there (study.cluster._check_data, run here in-process as the task would run it)
+    from study.cluster import _check_data
+    from trainables.presets import SMOKE
+    base = {**SMOKE, "data.dataset": "cifar10", "data.data_root": str(cifar_root), "data.val_per_class": 0,
+            "data.total": None}
+    _, ok = _check_data("kpcl", base, [2.0], 0, "none")
+    _, refused = _check_data("kpcl", base, [2.0], 0, "moasha")
+    _, held_out = _check_data("kpcl", {**base, "data.val_per_class": 2}, [2.0], 0, "moasha")
+    assert ok is None and held_out is None
+    assert "--scheduler moasha ranks trials on the validation set" in refused

@@ -10,9 +10,6 @@ from pathlib import Path
 from study.plan import Refused, SweepPlan
 
 
-THREAD_TIMEOUT = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
-
-
 def trial_gpus(plan: SweepPlan) -> float:
     """GPUs per trial: as asked, else 1 if the cluster has any GPU."""
     import ray
@@ -40,9 +37,7 @@ def start_ray(address: str | None) -> None:
         import study
         import trainables
         runtime_env = {"py_modules": [str(Path(m.__file__).parent) for m in (trainables, study, search_spaces,
-                                                                               analysis)],
-                       # the workers' Tune reads it (study.sweep.configure_environment)
-                       "env_vars": {THREAD_TIMEOUT: os.environ.get(THREAD_TIMEOUT, "60")}}
+                                                                               analysis)]}
     # A local cluster listens on the loopback address only: nothing of it is reachable
     # from the network (the dashboard is off).
     local = {"_node_ip_address": "127.0.0.1"} if address is None else {}

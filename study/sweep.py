@@ -171,10 +171,6 @@ def configure_environment(address: str | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    # A worker kept for the next trial (actor reuse) first waits for the last one's thread,
-    # which a scheduler's stop ends at its report: Ray's 2 s is too short on a loaded
-    # machine, and a reset that times out drops the next trial without a row.
-    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")   # that 1 s
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

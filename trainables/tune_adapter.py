@@ -13,6 +13,7 @@ left) continues from its last checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -79,6 +80,10 @@ def tune_trainable(config: dict) -> None:
     """
     from ray import tune
 
+    # This worker, kept for the next trial (actor reuse), will first wait this long for
+    # this trial's thread; a scheduler's stop ends it at its report, which Ray's 2 s can
+    # miss on a loaded machine, and a reset that times out drops the next trial unrecorded.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     cfg = TrialConfig.from_flat(names.trial_config(config))
     trial_id = tune.get_context().get_trial_id()
     resume = _resume_state(config)

@@ -179,7 +179,8 @@ def _log_row(client, state: dict, row: dict, run_id: str | None, history, sweep_
             "sweep": row["sweep"], "git_commit": row["git_commit"],
             **{f"version.{k}": v for k, v in versions.items()}}).info.run_id
         for epoch in (history[history["trial_id"] == trial_id].to_dict("records") if len(history) else []):
-            log_batch(client, run_id, {k: epoch[k] for k in names.EPOCH_METRICS if k in epoch}, int(epoch[names.EPOCH]))
+            metrics = {k: epoch[k] for k in names.EPOCH_METRICS if k in epoch}    # older history: fewer
+            log_batch(client, run_id, metrics, int(epoch[names.EPOCH]))
     selection_file = sweep_dir / "results" / "selection" / f"{trial_id}.parquet"
     selection = read_parquet(selection_file).to_dict("records") if selection_file.exists() else []
     tags = {names.STATUS: row[names.STATUS], "device": row.get("device_used"), "error": row.get("error")}

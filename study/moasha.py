@@ -10,7 +10,8 @@ otherwise Tune stops it. As in ASHA, nothing waits for a rung to fill: a trial i
 judged against what arrived before it, so early trials are promoted generously.
 Rungs are kept per imbalance level (`group_by`): a level's trials compete only
 with each other, as its frontier is read on its own. A resumed sweep's rungs are
-rebuilt from its trials' history (`restore`).
+rebuilt from its trials' history (`replay_history`; not Tune's pickle-based
+`restore`, which this class leaves alone).
 
 A stopped trial's row still has test metrics: the trainable runs its probes at each
 rung epoch (names.PROBE_AT) and sends them with that epoch's report, so the report
@@ -73,7 +74,7 @@ class MOASHA(FIFOScheduler):
         results[trial_id] = point
         return bool(keep(list(results.values()), self.eta)[-1])
 
-    def restore(self, sweep_dir) -> dict[str, bool]:
+    def replay_history(self, sweep_dir) -> dict[str, bool]:
         """After a --resume: record the rung results of the trials that have rows, from
         their history, in the order they started (the journal's), so that the rungs go on
         from what they held rather than promoting the next trials as if they were the

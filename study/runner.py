@@ -36,11 +36,10 @@ def build_tuner(plan: SweepPlan, callbacks: list, resumed: journal.Resumed | Non
     from ray import tune
 
     storage_path, filesystem = tune_storage(plan.storage)     # a bucket: Tune writes there directly
-    scheduler, rungs = build_scheduler(plan)
-    if resumed is not None and hasattr(scheduler, "restore"):
-        scheduler.restore(plan.sweep_dir)                # MO-ASHA's rungs, from the trials' history
+    scheduler, rungs = build_scheduler(plan, resumed)
+    probe_at = {names.PROBE_AT: rungs} if rungs else {}
     return tune.Tuner(
-        _trainable(plan), param_space={**plan.base, "seed": plan.seed, **({names.PROBE_AT: rungs} if rungs else {})},
+        _trainable(plan), param_space={**plan.base, "seed": plan.seed, **probe_at},
         tune_config=tune.TuneConfig(search_alg=build_search(plan, resumed), scheduler=scheduler,
                                     num_samples=trials_left(plan, resumed),
                                     max_concurrent_trials=plan.max_concurrent,
@@ -56,15 +55,19 @@ def build_tuner(plan: SweepPlan, callbacks: list, resumed: journal.Resumed | Non
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
 
-def build_scheduler(plan: SweepPlan):
+def build_scheduler(plan: SweepPlan, resumed: journal.Resumed | None = None):
     """(the Tune scheduler or None, the rung epochs where trials run their probes early so
-    that a trial stopped there has its test metrics: names.PROBE_AT)."""
+    that a trial stopped there has its test metrics: names.PROBE_AT). A resumed sweep's
+    MO-ASHA starts from the rungs its trials' history rebuilds."""
     from ray.tune.schedulers import ASHAScheduler
 
     from study.moasha import ETA, MOASHA, default_grace, milestones
     if plan.scheduler == "moasha":
         grace = default_grace(plan.epochs, ETA)
-        return MOASHA(plan.epochs, grace, ETA), milestones(plan.epochs, grace, ETA)
+        scheduler = MOASHA(plan.epochs, grace, ETA)
+        if resumed is not None:
+            scheduler.replay_history(plan.sweep_dir)
+        return scheduler, milestones(plan.epochs, grace, ETA)
     if plan.scheduler == "asha":
         grace = max(1, plan.epochs // 4)
         return (ASHAScheduler(metric=names.KNN_ACC, mode="max", time_attr=names.EPOCH, max_t=plan.epochs,

@@ -64,3 +64,19 @@ def test_a_trial_without_validation_objectives_ranks_last():
     assert _report(s, _Trial("a"), 1, 0.2, 0.2) == TrialScheduler.CONTINUE
     result = {names.EPOCH: 1}                                             # no kNN monitor
     assert s.on_trial_result(None, _Trial("b"), result) == TrialScheduler.STOP
+
+
+def test_a_resumed_sweeps_scheduler_replays_moasha_only_and_never_unpickles(tmp_path):
+    # ASHA's own restore(path) unpickles a file; a resume must not call it (nor anything
+    # like it) with the sweep folder, and MO-ASHA replays its rungs from the history
+    from ray.tune.schedulers import ASHAScheduler
+
+    from study.journal import Resumed
+    from study.plan import SweepPlan
+    from study.runner import build_scheduler
+    resumed = Resumed([], {}, [])
+    plan = SweepPlan(study="kpcl", name="s", storage=str(tmp_path), base={}, scheduler="asha", epochs=8)
+    asha, rungs = build_scheduler(plan, resumed)
+    assert isinstance(asha, ASHAScheduler) and rungs == [2]
+    moasha, rungs = build_scheduler(SweepPlan(**{**plan.__dict__, "scheduler": "moasha"}), resumed)
+    assert isinstance(moasha, MOASHA) and rungs == [1, 3] and moasha.recorded == {}

@@ -213,7 +213,7 @@ def test_moasha_stops_trials_at_the_rung_with_their_probes_and_mlflow_agrees(ray
     # replayed from the history in start order, the rungs stop exactly the trials that
     # were stopped (what a --resume rebuilds its rungs from)
     from study.moasha import MOASHA
-    replayed = MOASHA(epochs=2, grace=1, eta=3).restore(tmp_path / "m")
+    replayed = MOASHA(epochs=2, grace=1, eta=3).replay_history(tmp_path / "m")
     assert replayed == {t: status == "ok" for t, status in df["status"].items()}
     # the journal knows which were stopped (told to Optuna as pruned), and a resume
     # runs nothing: stopped trials are not revived

@@ -2,11 +2,12 @@
 
     <sweep>/journal.jsonl    one JSON line per trial the searcher handed to Tune:
       {"n": 3, "trial_id": "3f2a1_00003", "slot": 1, "config": {...},
-       "params": {...}, "distributions": {...}}
+       "optuna_trial": 1, "params": {...}, "distributions": {...}}
 
 `n` counts the sweep's trials in the order they were suggested; `slot` is the
-imbalance level x cell the trial belongs to (study.searcher); `params` and
-`distributions` are the Optuna trial's (empty for a grid). A line is written and
+imbalance level x cell the trial belongs to (study.searcher); `optuna_trial`,
+`params` and `distributions` are the Optuna trial's number in the slot's study
+and its parameters (absent for a grid). A line is written and
 fsynced in the searcher's `suggest`, before Tune starts the trial, so every row
 under results/ belongs to a line. A trial that a resumed sweep continues gets a
 second line with the same `n` and its new trial id.
@@ -44,6 +45,7 @@ class Entry:
     trial_ids: list[str]                  # the Tune trials that ran it, oldest first
     params: dict = field(default_factory=dict)
     distributions: dict = field(default_factory=dict)
+    optuna_trial: int | None = None       # its trial's number in its slot's Optuna study (newest line)
 
 
 @dataclass
@@ -95,8 +97,10 @@ def read(path: Path) -> list[Entry]:
         try:
             record = json.loads(line)
             n, trial_id = int(record["n"]), str(record["trial_id"])
+            number = record.get("optuna_trial")
             entry = Entry(n, int(record["slot"]), dict(record["config"]), [trial_id],
-                          dict(record.get("params", {})), dict(record.get("distributions", {})))
+                          dict(record.get("params", {})), dict(record.get("distributions", {})),
+                          None if number is None else int(number))
         except (ValueError, KeyError, TypeError):
             if i == len(lines) - 1:
                 break
@@ -104,6 +108,7 @@ def read(path: Path) -> list[Entry]:
                           "from a damaged journal") from None
         if n in entries:
             entries[n].trial_ids.append(trial_id)
+            entries[n].optuna_trial = entry.optuna_trial
         else:
             entries[n] = entry
     return [entries[n] for n in sorted(entries)]

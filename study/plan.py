@@ -49,6 +49,7 @@ class SweepPlan:
     max_concurrent: int | None = None
     address: str | None = None
     mlflow_uri: str = ""                # resolved; sweep.json holds null for the default store
+    optuna_uri: str = ""                # the Optuna studies' storage; likewise (study.optuna_store)
     resume: bool = False
     reuse_actors: bool = True
     max_failures: int = 1               # Tune retries of a failed trial, from its checkpoint
@@ -78,12 +79,17 @@ class SweepPlan:
         """Whether MLflow logs to the store inside the storage folder (moves with it)."""
         return self.mlflow_uri == default_mlflow_uri(self.storage)
 
+    @property
+    def default_optuna(self) -> bool:
+        return self.optuna_uri == default_optuna_uri(self.storage)
+
     def save(self) -> None:
         """sweep.json: the plan, with the default MLflow store as null, so that a copied or
         moved sweep's resume uses the store where the sweep now is (study.relocate)."""
         from study.storage import publish
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        saved = {**asdict(self), "mlflow_uri": None if self.default_store else self.mlflow_uri}
+        saved = {**asdict(self), "mlflow_uri": None if self.default_store else self.mlflow_uri,
+                 "optuna_uri": None if self.default_optuna else self.optuna_uri}
         del saved["staging"]
         (self.sweep_dir / "sweep.json").write_text(json.dumps(saved, indent=2))
         publish(self.sweep_dir / "sweep.json")
@@ -98,6 +104,10 @@ def store_folder(storage: str | Path) -> Path:
 
 def default_mlflow_uri(storage: str | Path) -> str:
     return f"sqlite:///{store_folder(storage) / 'mlflow.db'}"
+
+
+def default_optuna_uri(storage: str | Path) -> str:
+    return f"sqlite:///{store_folder(storage) / 'optuna.db'}"      # beside the default MLflow store
 
 
 def _gpu_budget(args) -> bool:
@@ -184,6 +194,8 @@ def _resumed(args, storage: str | Path, name: str, staging: str) -> SweepPlan:
         saved["ratio_range"] = tuple(saved["ratio_range"]) if saved["ratio_range"] else None
         if saved["mlflow_uri"] in (None, default_mlflow_uri(saved["storage"])):
             saved["mlflow_uri"] = default_mlflow_uri(storage)      # the store where the sweep is now
+        if saved.get("optuna_uri") in (None, default_optuna_uri(saved["storage"])):
+            saved["optuna_uri"] = default_optuna_uri(storage)
         plan = SweepPlan(**{**saved, "storage": str(storage), "resume": True, "address": args.address,
                             "staging": staging})
     except (ValueError, KeyError, TypeError) as e:
@@ -282,6 +294,7 @@ def build_plan(args, storage: str | Path, name: str, staging: str = "") -> Sweep
                      epochs=cfg.optim.epochs, cpus_per_trial=args.cpus_per_trial,
                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                      address=args.address, mlflow_uri=args.mlflow_uri or default_mlflow_uri(storage),
+                     optuna_uri=args.optuna_storage or default_optuna_uri(storage),
                      reuse_actors=not args.no_reuse_actors, max_failures=args.max_failures, staging=staging,
                      trial_resources=trial_resources(args.trial_resource))
 

@@ -16,22 +16,36 @@ from study.studies import STUDIES
 from trainables import names
 
 
-def build_search(plan: SweepPlan, resumed: journal.Resumed | None):
-    """The sweep's searcher (a grid, or an Optuna search per level x cell), writing the
-    journal; after a --resume, continued from the journal and the rows."""
+def build_search(plan: SweepPlan, resumed: journal.Resumed | None, commit: str = "unknown"):
+    """The sweep's searcher (a grid, or an Optuna study per level x cell in the plan's
+    Optuna storage), writing the journal; after a --resume, continued from the journal,
+    the rows and the studies."""
     from study.searcher import GridSearch, LevelSearch
     study, file = STUDIES[plan.study], plan.sweep_dir / journal.FILE
     if study.space is None:                      # a grid: every combination, seeds repeated
         search = GridSearch(study.grid, plan.levels, [plan.seed + i for i in range(plan.seeds)], file)
     else:
         search = LevelSearch(study.space, plan.objectives, plan.levels, plan.seed, plan.ratio_range,
-                             study.cell_configs() if study.cells else None, journal_file=file)
+                             study.cell_configs() if study.cells else None, journal_file=file,
+                             storage=optuna_storage(plan), sweep=plan.name,
+                             attrs={"study": plan.study, "sweep": plan.name, "git_commit": commit})
     if resumed is not None:
         search.resume(resumed)
     return search
 
 
-def build_tuner(plan: SweepPlan, callbacks: list, resumed: journal.Resumed | None = None):
+def optuna_storage(plan: SweepPlan):
+    """The plan's Optuna storage, opened; Refused (one line) if the database refuses."""
+    from study.optuna_store import open_storage
+    try:
+        return open_storage(plan.optuna_uri)
+    except Exception as e:                        # SQLAlchemy's and the drivers' errors are many
+        raise Refused(f"Optuna storage {plan.optuna_uri}: cannot open it "
+                      f"({str(e).splitlines()[0][:300] or type(e).__name__})") from None
+
+
+def build_tuner(plan: SweepPlan, callbacks: list, resumed: journal.Resumed | None = None,
+                commit: str = "unknown"):
     """Tuner(tune_trainable, the sweep's searcher, callbacks) for the trials still to run."""
     from ray import tune
 
@@ -40,7 +54,7 @@ def build_tuner(plan: SweepPlan, callbacks: list, resumed: journal.Resumed | Non
     probe_at = {names.PROBE_AT: rungs} if rungs else {}
     return tune.Tuner(
         _trainable(plan), param_space={**plan.base, "seed": plan.seed, **probe_at},
-        tune_config=tune.TuneConfig(search_alg=build_search(plan, resumed), scheduler=scheduler,
+        tune_config=tune.TuneConfig(search_alg=build_search(plan, resumed, commit), scheduler=scheduler,
                                     num_samples=trials_left(plan, resumed),
                                     max_concurrent_trials=plan.max_concurrent,
                                     # A worker keeps its imports and its loaded dataset across
@@ -172,7 +186,7 @@ def _run(plan: SweepPlan, commit: str, versions: dict, command: str, on_ray_star
         print(f"{verb} {plan.name}: {left} of {total_trials(plan)} trials of {plan.study} -> {plan.where}",
               flush=True)
         if left:
-            build_tuner(plan, callbacks, resumed).fit()
+            build_tuner(plan, callbacks, resumed, commit).fit()
         return tracking.result()
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import sys
+import warnings
 from pathlib import Path
 
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from study import journal
 from trainables import names
@@ -27,23 +28,11 @@ def _space_with_ratio(space, low: float, high: float, trial) -> dict:
     return space(trial)
 
 
-STUDY_NAME = "slot"
-
-
-def optuna_search(space, metrics: list[str], seed: int, storage=None) -> OptunaSearch:
-    """An OptunaSearch maximising `metrics` (one or several) over `space`, its study
-    named STUDY_NAME in `storage` (Optuna's in-memory default when None).
-
-    TPE starts modelling after 3 trials, not Optuna's default 10: a slot gets
-    only a handful of trials on a CPU budget, and would otherwise be searched at random.
-    """
+def sampler(seed: int):
+    """TPE, starting to model after 3 trials, not Optuna's default 10: a slot gets only a
+    handful of trials on a CPU budget, and would otherwise be searched at random."""
     import optuna
-
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
-    metric = metrics if len(metrics) > 1 else metrics[0]
-    mode = ["max"] * len(metrics) if len(metrics) > 1 else "max"
-    return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler, study_name=STUDY_NAME,
-                        storage=storage)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
 
 
 class JournaledSearch(Searcher):
@@ -72,10 +61,9 @@ class JournaledSearch(Searcher):
     def suggest(self, trial_id: str):
         if self.pending:
             entry, checkpoint = self.pending.pop(0)
-            self._again(trial_id, entry)
             config = {**entry.config, **({names.FROM_CHECKPOINT: checkpoint} if checkpoint else {})}
             record = {"n": entry.n, "slot": entry.slot, "params": entry.params,
-                      "distributions": entry.distributions}
+                      "distributions": entry.distributions, **self._again(trial_id, entry)}
         else:
             suggested = self._new(trial_id, self.started)
             if suggested is None or suggested is Searcher.FINISHED:
@@ -92,8 +80,10 @@ class JournaledSearch(Searcher):
         """(config, journal fields) of trial n, or None / Searcher.FINISHED."""
         raise NotImplementedError
 
-    def _again(self, trial_id: str, entry: journal.Entry) -> None:
-        """Take up a journaled trial under a new trial id (its config is the entry's)."""
+    def _again(self, trial_id: str, entry: journal.Entry) -> dict:
+        """Take up a journaled trial under a new trial id (its config is the entry's);
+        returns journal fields to add to its new line."""
+        return {}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """A grid learns nothing from results; a search overrides this."""
@@ -122,112 +112,159 @@ class GridSearch(JournaledSearch):
 
 
 class LevelSearch(JournaledSearch):
-    """Even shares of trials per slot; one OptunaSearch per slot.
+    """Even shares of trials per slot; one Optuna study per slot, asked and told directly.
 
     The slots are (level, cell) pairs, levels-major: [(l0, c0), (l0, c1), ...,
-    (l1, c0), ...]; slot i's OptunaSearch samples with seed + i. Trial n (in start
-    order) goes to slot n mod S; its config is that slot's suggestion, its cell's
-    keys and "data.imbalance_ratio" = its level. With cells, round r = n // S of the
-    trials also gets "seed" = seed + r. With `ratio_range` there is a single slot
-    (level None, no cell), and the ratio is one of its study's parameters instead.
+    (l1, c0), ...]; slot i's study samples with seed + i. Trial n (in start order) goes
+    to slot n mod S; its config is that slot's suggestion, its cell's keys and
+    "data.imbalance_ratio" = its level. With cells, round r = n // S of the trials also
+    gets "seed" = seed + r. With `ratio_range` there is a single slot (level None, no
+    cell), and the ratio is one of its study's parameters instead.
 
-    Only a trial's final result reaches Optuna: the epochs' reports do not carry
-    the objectives, and a trial without them (diverged) is told to Optuna as failed,
-    so that no made-up value enters a Pareto front. A trial MO-ASHA stopped is told
-    as pruned: its metrics are an early epoch's, and Optuna keeps pruned trials out
-    of its Pareto front (best_trials) while TPE ranks them after every completed
-    trial, which is what a stop means. A resumed search tells each slot's study its
-    finished trials again, from their rows (resume).
+    The studies live in `storage` (an Optuna RDB storage, study.optuna_store; in memory
+    when None), named study.optuna_store.slot_name(sweep, ...), so that optuna-dashboard
+    shows them while the sweep runs. Only a trial's final result reaches Optuna: the
+    epochs' reports do not carry the objectives, and a trial without them (diverged) is
+    told as failed, so that no made-up value enters a Pareto front. A trial the
+    scheduler stopped is told as pruned: its metrics are an early epoch's, and Optuna
+    keeps pruned trials out of its Pareto front (best_trials) while TPE ranks them after
+    every completed trial, which is what a stop means.
     """
 
     def __init__(self, space, metrics: list[str], levels: list[float], seed: int,
                  ratio_range: tuple[float, float] | None = None, cells: list[dict] | None = None,
-                 journal_file: Path | None = None):
+                 journal_file: Path | None = None, storage=None, sweep: str = "sweep",
+                 attrs: dict | None = None):
         super().__init__(journal_file)
+        import optuna
+
+        from study.optuna_store import slot_name
         if ratio_range is not None:
-            space = functools.partial(_space_with_ratio, space, *ratio_range)   # picklable, for resume
+            space = functools.partial(_space_with_ratio, space, *ratio_range)   # picklable
             levels = [None]
-        self.metrics = list(metrics)
-        # one slot = one imbalance level x one cell, each with its own Optuna search;
+        self.metrics, self.space, self.attrs = list(metrics), space, dict(attrs or {})
         # with cells, round r of trials uses seed + r
         self.seed, self.vary_seed = seed, cells is not None
         self.slots: list[tuple[float | None, dict]] = [
             (level, cell) for level in levels for cell in (cells or [{}])]
-        import optuna
-        # Each slot's Optuna study lives in a storage of ours, so that it can be read
-        # through Optuna's public API (self.study) rather than OptunaSearch's internals.
-        self.storages = [optuna.storages.InMemoryStorage() for _ in self.slots]
-        self.space = space
-        self.searchers = [optuna_search(space, metrics, seed + i, storage)
-                          for i, storage in enumerate(self.storages)]
+        self.names = [slot_name(sweep, level, cell, ratio_range) for level, cell in self.slots]
+        self.storage = storage if storage is not None else optuna.storages.InMemoryStorage()
+        self.studies = [self._open(i, seed + i) for i in range(len(self.slots))]
         self.slot_of: dict[str, int] = {}          # trial id -> index of its slot
+        self.number_of: dict[str, int] = {}        # trial id -> its Optuna trial's number
+        self.rerun: dict[int, int] = {}            # journal n -> its RUNNING Optuna trial (resume)
+
+    def _open(self, i: int, seed: int):
+        """Slot i's study, created or (a resume, a storage another process wrote) loaded."""
+        import optuna
+        study = optuna.create_study(storage=self.storage, study_name=self.names[i], load_if_exists=True,
+                                    directions=["maximize"] * len(self.metrics), sampler=sampler(seed))
+        if study.metric_names is None:
+            with warnings.catch_warnings():         # "experimental" since Optuna 3.2, and still there
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(self.metrics)
+        level, cell = self.slots[i]
+        for key, value in {**self.attrs, "level": level, "cell": cell}.items():
+            study.set_user_attr(key, value)
+        return study
+
+    def study(self, slot: int):
+        """Slot `slot`'s Optuna study: its trials, their states and values."""
+        return self.studies[slot]
 
     def _new(self, trial_id: str, n: int):
         i = n % len(self.slots)
-        config = self.searchers[i].suggest(trial_id)
-        if config is None or config is Searcher.FINISHED:
-            return config
-        self.slot_of[trial_id] = i
+        trial = self.studies[i].ask()
         level, cell = self.slots[i]
-        config = {**config, **cell}
+        constants = self.space(trial) or {}         # samples the trial's parameters
+        config = {**trial.params, **constants, **cell}
         if self.vary_seed:
             config["seed"] = self.seed + n // len(self.slots)
         if level is not None:
             config["data.imbalance_ratio"] = level
-        asked = self.study(i).trials[-1]           # the Optuna trial suggest just asked for
-        return config, {"slot": i, "params": asked.params, "distributions": {
-            k: optuna_json(d) for k, d in asked.distributions.items()}}
+        self.slot_of[trial_id], self.number_of[trial_id] = i, trial.number
+        return config, {"slot": i, "optuna_trial": trial.number, "params": trial.params, "distributions": {
+            k: optuna_json(d) for k, d in trial.distributions.items()}}
 
-    def _again(self, trial_id: str, entry: journal.Entry) -> None:
-        # Optuna asks for the enqueued parameters next, so the trial is RUNNING in its
-        # slot's study again and is told its values when it ends.
-        self.study(entry.slot).enqueue_trial(entry.params)
-        self.searchers[entry.slot].suggest(trial_id)
-        self.slot_of[trial_id] = entry.slot
+    def _again(self, trial_id: str, entry: journal.Entry) -> dict:
+        """The journaled trial's Optuna trial, still RUNNING in the storage; or, where the
+        storage lacks it, a new one with its parameters (enqueued, so asked next)."""
+        number = self.rerun.pop(entry.n, None)
+        if number is None:
+            study = self.studies[entry.slot]
+            study.enqueue_trial(entry.params)
+            trial = study.ask()
+            self.space(trial)                       # the enqueued values, with their distributions
+            number = trial.number
+        self.slot_of[trial_id], self.number_of[trial_id] = entry.slot, number
+        return {"optuna_trial": number}
 
     def resume(self, resumed: journal.Resumed) -> None:
-        """Tell each slot's study the finished trials, as their rows hold them: complete
-        with the objective values, or failed (an error, a stop or a divergence)."""
-        import optuna
-        from optuna.distributions import json_to_distribution
-        from optuna.trial import TrialState
+        """Take up the slots' studies: tell each finished trial what its row says unless the
+        storage has it already; keep a RUNNING trial for its rerun; add what the storage
+        lacks (a copied sweep without its database) from the journal."""
         super().resume(resumed)
         # New sampler seeds: a sampler seeded as before would draw the first trials'
         # parameters again (its random state is not in the journal).
-        self.searchers = [optuna_search(self.space, self.metrics, resumed_seed(self.seed + i, self.started),
-                                        storage) for i, storage in enumerate(self.storages)]
+        self.studies = [self._open(i, resumed_seed(self.seed + i, self.started)) for i in range(len(self.slots))]
+        stored = [{t.number: t for t in study.get_trials(deepcopy=False)} for study in self.studies]
+        claimed: set[tuple[int, int]] = set()
         for entry in resumed.entries:
             if not 0 <= entry.slot < len(self.slots):
                 raise journal.Damaged(f"journal line of trial {entry.n}: slot {entry.slot} is not one of this "
                                       f"sweep's {len(self.slots)}")
-            if entry.n not in resumed.done:
-                continue
-            values = resumed.done[entry.n]
-            state = (TrialState.COMPLETE if values else
-                     TrialState.PRUNED if entry.n in resumed.stopped else TrialState.FAIL)
-            try:
-                self.study(entry.slot).add_trial(optuna.trial.create_trial(
-                    state=state, values=values, params=entry.params,
-                    distributions={k: json_to_distribution(d) for k, d in entry.distributions.items()}))
-            except (ValueError, TypeError, KeyError) as e:
-                raise journal.Damaged(f"journal line of trial {entry.n}: its parameters do not fit the "
-                                      f"search ({e})") from None
+            known = stored[entry.slot].get(entry.optuna_trial)
+            if known is not None and known.params != entry.params:
+                known = None                        # another sweep's study of this name: not ours
+            if known is not None:
+                claimed.add((entry.slot, known.number))
+            self._take_up(entry, known, resumed)
+        for i, trials in enumerate(stored):         # asked, but never journaled (a crash between)
+            for t in trials.values():
+                if t.state.name == "RUNNING" and (i, t.number) not in claimed:
+                    self.studies[i].tell(t.number, state=_state("FAIL"))
 
-    def study(self, slot: int):
-        """Slot `slot`'s Optuna study: its trials, their states and values."""
+    def _take_up(self, entry: journal.Entry, known, resumed: journal.Resumed) -> None:
+        if entry.n not in resumed.done:
+            if known is not None and known.state.name == "RUNNING":
+                self.rerun[entry.n] = known.number
+            return
+        values = resumed.done[entry.n]
+        state = _state("COMPLETE" if values else "PRUNED" if entry.n in resumed.stopped else "FAIL")
+        if known is not None:
+            if known.state.name == "RUNNING":       # its end was not told (the driver stopped first)
+                self.studies[entry.slot].tell(known.number, values, state=state)
+            return
         import optuna
-        return optuna.load_study(study_name=STUDY_NAME, storage=self.storages[slot])
+        from optuna.distributions import json_to_distribution
+        try:
+            self.studies[entry.slot].add_trial(optuna.trial.create_trial(
+                state=state, values=values, params=entry.params,
+                distributions={k: json_to_distribution(d) for k, d in entry.distributions.items()}))
+        except (ValueError, TypeError, KeyError) as e:
+            raise journal.Damaged(f"journal line of trial {entry.n}: its parameters do not fit the "
+                                  f"search ({e})") from None
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Complete with the final values; pruned if the scheduler stopped the trial (its
-        last report is an epoch's, without a status); else failed."""
+        last report is an epoch's, without a status); else failed. A storage that refuses
+        is reported, not raised: the rows are the record, and a resume tells it again."""
         if trial_id not in self.slot_of:
             return
         complete = result is not None and all(m in result for m in self.metrics)
         stopped = not error and result is not None and names.STATUS not in result
-        # OptunaSearch tells a trial without values as pruned unless error is set
-        self.searchers[self.slot_of[trial_id]].on_trial_complete(
-            trial_id, result if complete else None, error=not complete and not stopped)
+        state = _state("COMPLETE" if complete else "PRUNED" if stopped else "FAIL")
+        values = [float(result[m]) for m in self.metrics] if complete else None
+        try:
+            self.studies[self.slot_of[trial_id]].tell(self.number_of[trial_id], values, state=state)
+        except Exception as e:
+            print(f"Optuna: could not record trial {trial_id} ({str(e).splitlines()[0][:200]}); "
+                  "--resume records it from its row", file=sys.stderr)
+
+
+def _state(name: str):
+    from optuna.trial import TrialState
+    return TrialState[name]
 
 
 def resumed_seed(seed: int, started: int) -> int:

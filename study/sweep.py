@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--name", help="sweep name (default STUDY-<UTC timestamp>)")
     o.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite:///STORAGE/mlflow.db; with a "
                    "bucket, ./mlflow.db)")
+    o.add_argument("--optuna-storage", metavar="URL", help="the Optuna studies' RDB storage (default "
+                   "sqlite:///STORAGE/optuna.db, beside the MLflow store; e.g. a team's postgresql:// URL)")
+    o.add_argument("--quiet", action="store_true", help="print only the final summary (stdout), no progress")
     o.add_argument("--resume", metavar="NAME", help="continue the interrupted sweep NAME in --storage")
     return p
 
@@ -129,15 +132,21 @@ def validate(args: argparse.Namespace) -> SweepPlan:
         raise ValueError(f"--resume {name}: no sweep of that name in {storage}")
     if not args.resume and folder.exists():
         check_new_sweep(folder)
+    from study.optuna_store import check_new_studies, check_optuna_uri
     from study.tracking import check_store, check_uri      # the standard library only: no MLflow
     if args.mlflow_uri is not None:
         check_uri(args.mlflow_uri)               # its form first: the store's probe comes last
+    if args.optuna_storage is not None:
+        check_optuna_uri(args.optuna_storage)
     plan = build_plan(args, storage, name, str(folder.parent) if remote else "")
     if remote and plan.default_store and os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
         raise ValueError("a Ray job with --storage in a bucket: the default MLflow store would be in the job's "
                          "working directory, which Ray deletes; name one with --mlflow-uri (a tracking server)")
     # reachable (a server probed for seconds, not MLflow's minutes of retries) and undamaged
     check_store(plan.mlflow_uri)
+    check_optuna_uri(plan.optuna_uri)
+    if not args.resume:
+        check_new_studies(plan.optuna_uri, name)
     if not remote:
         create_storage(storage)
     return plan

@@ -37,10 +37,10 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):].split("?", 1)[0]).resolve()
 
 
-def check_uri(uri: str) -> str:
+def check_uri(uri: str, flag: str = "--mlflow-uri") -> str:
     """The store's kind ("http", "sqlite" or "sql"), or ValueError naming what is wrong."""
     def bad(why: str) -> ValueError:
-        return ValueError(f"--mlflow-uri {uri}: {why}")
+        return ValueError(f"{flag} {uri}: {why}")
     parts, scheme = urlsplit(uri), uri.partition(":")[0].split("+")[0].lower()
     if scheme in ("http", "https"):
         try:
@@ -73,14 +73,19 @@ def check_store(uri: str, timeout: float = PROBE_S) -> None:
         probe_server(uri, timeout)
     elif kind == "sqlite":
         check_sqlite(uri)
-    else:                                       # a SQL server: is anything listening there?
-        parts = urlsplit(uri)
-        port = parts.port or SQL_PORTS[uri.partition(":")[0].split("+")[0].lower()]
-        try:
-            bounded(socket.create_connection, (parts.hostname, port), timeout, timeout=timeout + 1).close()
-        except (OSError, TimeoutError) as e:
-            raise ValueError(f"--mlflow-uri: cannot reach the database at {parts.hostname}:{port} "
-                             f"({getattr(e, 'strerror', None) or e})") from None
+    else:
+        check_reachable(uri, "--mlflow-uri", timeout)
+
+
+def check_reachable(uri: str, flag: str, timeout: float = PROBE_S) -> None:
+    """A SQL server's URI: is anything listening at its host and port?"""
+    parts = urlsplit(uri)
+    port = parts.port or SQL_PORTS[uri.partition(":")[0].split("+")[0].lower()]
+    try:
+        bounded(socket.create_connection, (parts.hostname, port), timeout, timeout=timeout + 1).close()
+    except (OSError, TimeoutError) as e:
+        raise ValueError(f"{flag}: cannot reach the database at {parts.hostname}:{port} "
+                         f"({getattr(e, 'strerror', None) or e})") from None
 
 
 def check_sqlite(uri: str) -> None:

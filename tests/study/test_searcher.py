@@ -223,3 +223,56 @@ def test_a_resumed_search_tells_a_stopped_trial_pruned_though_its_row_has_metric
     resumed = LevelSearch(space, METRICS, [1], 0, journal_file=tmp_path / FILE)
     resumed.resume(state)
     assert [t.state for t in _study(resumed, 0).trials] == [TrialState.PRUNED, TrialState.COMPLETE]
+
+
+def _sqlite(tmp_path):
+    from study.optuna_store import open_storage
+    return open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_the_studies_live_in_the_storage_named_by_sweep_and_slot_with_metric_names_and_attributes(tmp_path):
+    from study.optuna_store import trials_of_sweep
+    search = LevelSearch(space, METRICS, [1, 10], 0, None, CELLS, storage=_sqlite(tmp_path), sweep="sel-1",
+                         attrs={"study": "select", "sweep": "sel-1", "git_commit": "abc"})
+    _run(search, 6)
+    # another process (optuna-dashboard) sees them while the sweep runs
+    names_ = ["sel-1:ratio=1,loss.name=simclr", "sel-1:ratio=1,loss.name=ce",
+              "sel-1:ratio=10,loss.name=simclr", "sel-1:ratio=10,loss.name=ce"]
+    assert trials_of_sweep(f"sqlite:///{tmp_path / 'optuna.db'}", "sel-1") == dict(zip(names_, [2, 2, 1, 1]))
+    study = optuna.load_study(study_name=names_[3], storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert study.metric_names == METRICS and study.directions[0].name == "MAXIMIZE"
+    assert study.user_attrs == {"study": "select", "sweep": "sel-1", "git_commit": "abc", "level": 10,
+                                "cell": {"loss.name": "ce"}}
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+
+def test_a_resumed_search_takes_up_its_studies_in_the_storage_without_duplicates(tmp_path):
+    """The driver stopped with t1 told, t2 finished (a row) but not told, t3 running and t4
+    asked but never journaled: the resume tells t2 from its row, reruns t3 as the same
+    Optuna trial, fails t4's orphan, and the counts add up."""
+    from study.journal import FILE, read, resume_state
+    args = (space, METRICS, [1], 0)
+    original = LevelSearch(*args, journal_file=tmp_path / FILE, storage=_sqlite(tmp_path), sweep="s")
+    configs = [original.suggest(f"t{n}") for n in range(1, 4)]
+    original.on_trial_complete("t1", _values(configs[0]))
+    _rows(tmp_path, ["t1", "t2"], configs[:2], _values)
+    original.study(0).ask()                               # t4: asked, the journal line never written
+    resumed = LevelSearch(*args, journal_file=tmp_path / FILE, storage=_sqlite(tmp_path), sweep="s")
+    resumed.resume(resume_state(tmp_path, METRICS))
+    assert resumed.suggest("t3b") == configs[2]
+    assert resumed.number_of == {"t3b": 2}                # t3's own Optuna trial, not a new one
+    trials = resumed.study(0).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING,
+                                         TrialState.FAIL]
+    assert trials[1].values == list(_values(configs[1]).values())[:2]
+    resumed.on_trial_complete("t3b", _values(configs[2]))
+    new = resumed.suggest("t5")
+    resumed.on_trial_complete("t5", _values(new))
+    assert len(resumed.study(0).trials) == 5 and [e.optuna_trial for e in read(tmp_path / FILE)] == [0, 1, 2, 4]
+    assert not [t for t in resumed.study(0).trials if t.state == TrialState.RUNNING]
+    # resuming again from the same state changes nothing in the storage
+    again = LevelSearch(*args, journal_file=tmp_path / FILE, storage=_sqlite(tmp_path), sweep="s")
+    _rows(tmp_path, ["t3b", "t5"], [configs[2], new], _values)
+    again.resume(resume_state(tmp_path, METRICS))
+    assert [(t.state, t.values) for t in again.study(0).trials] == [
+        (t.state, t.values) for t in resumed.study(0).trials]

@@ -158,6 +158,17 @@ def test_resume_after_an_interrupted_sweep_completes_it_without_duplicates(ray_c
     _, parents, children = mlflow_runs(tmp_path, "kpcl")
     assert len(parents) == 1 and len(children) == 6
     assert {c.data.tags["trial_id"] for c in children} == set(after["trial_id"])
+    # the resumed search continued the same Optuna studies: one Optuna trial per journal entry
+    import optuna
+
+    from study.journal import FILE, read
+    entries = read(tmp_path / "r" / FILE)
+    assert sorted((e.slot, e.optuna_trial) for e in entries) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    for slot, level in enumerate(("1", "10")):
+        study = optuna.load_study(study_name=f"r:ratio={level}", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+        assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+        assert {t.number: t.params for t in study.trials} == {
+            e.optuna_trial: e.params for e in entries if e.slot == slot}
 
 
 def test_fig2_grid_runs_every_loss_at_every_level_and_k_only_for_kcl(ray_cluster, tmp_path):

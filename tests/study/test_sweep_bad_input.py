@@ -82,6 +82,10 @@ BAD = [
     (["kpcl", "--cpus-per-trial", "nan"], "--cpus-per-trial=nan: must be > 0 and finite"),
     (["kpcl", "--gpus-per-trial", "nan"], "--gpus-per-trial=nan: must be a finite number"),
     (["kpcl", "--gpus-per-trial", "2"], "--gpus-per-trial 2: this machine has no GPUs"),
+    (["kpcl", "--optuna-storage", "http://127.0.0.1:5000"], "expected sqlite:///PATH (a file), or a postgresql"),
+    (["kpcl", "--optuna-storage", "sqlite:///"], "--optuna-storage sqlite:///: expected sqlite:///PATH"),
+    (["kpcl", "--optuna-storage", "postgresql://u:p@127.0.0.1:PORT/studies"],
+     "--optuna-storage: cannot reach the database at 127.0.0.1"),
 ]
 
 
@@ -98,6 +102,28 @@ def test_bad_input_exits_2_before_ray_and_writes_nothing(argv, words, tmp_path, 
     assert exit_.value.code == 2
     assert words in capsys.readouterr().err.strip().splitlines()[-1]
     assert not storage.exists()
+
+
+def test_an_optuna_storage_that_is_another_database_or_holds_the_sweeps_studies_is_refused(
+        tmp_path, capsys, monkeypatch):
+    import sqlite3
+
+    import optuna
+    monkeypatch.setattr(study.runner, "run_sweep", lambda *a, **k: pytest.fail("the sweep started"))
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("create table things (x)")
+    taken = tmp_path / "runs" / "optuna.db"
+    taken.parent.mkdir()
+    optuna.create_study(study_name="taken:ratio=10", storage=f"sqlite:///{taken}").ask()
+    for argv, words in [(["--optuna-storage", f"sqlite:///{other}"], "not an Optuna storage (no studies table)"),
+                        (["--name", "taken"], "already holds study taken:ratio=10 with 1 trial(s); continue it "
+                                              "with --resume taken")]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["kpcl", "--smoke", *argv, "--storage", str(tmp_path / "runs")])
+        assert exit_.value.code == 2
+        assert words in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "runs" / "taken").exists()
 
 
 def _imagelist(root, train_lines):

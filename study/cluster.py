@@ -57,6 +57,17 @@ def check_cluster(plan: SweepPlan) -> None:
     raise Refused(f"a trial asks for {_amounts(ask)} on one node; the cluster's nodes have {have}")
 
 
+def trial_slots(plan: SweepPlan) -> int:
+    """How many trials the cluster runs at once: on each live node, how many times a trial's
+    resources fit; at most --max-concurrent."""
+    import ray
+    ask = {k: v for k, v in {"CPU": plan.cpus_per_trial, "GPU": trial_gpus(plan), **plan.trial_resources}.items()
+           if v > 0}
+    fits = sum(min(int(n["Resources"].get(k, 0) / v + 1e-9) for k, v in ask.items())
+               for n in ray.nodes() if n.get("Alive"))
+    return max(1, min(fits, plan.max_concurrent or fits))
+
+
 def _amounts(resources: dict) -> str:
     """{"CPU": 3, "GPU": 0, "worker": 1} -> "3 CPUs, 0 GPUs and 1 worker"."""
     parts = [f"{v:g} {k + 's' if k in ('CPU', 'GPU') else k}" for k, v in resources.items()]

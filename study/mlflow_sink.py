@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from study.mlflow_store import log_batch, log_missing_runs, open_client, transient
+from study.mlflow_store import log_batch, log_dataset, log_missing_runs, open_client, run_name, transient, varied_keys
 from study.parquet_sink import error_message, final_result
 from study.records import config_columns
 from study.tracking import Writer, bounded, check_uri, probe_server
@@ -50,6 +50,7 @@ class MlflowSink(Callback):
         A sink built with a resumed sweep's ids finds the runs it opened before."""
         self.uri, self._tracking = uri, tracking
         self.study, self.sweep = provenance["study"], provenance["sweep"]
+        self.name_keys = varied_keys(self.study)             # what the runs' names show
         # provenance travels with every run, not only with the parent
         self.provenance_tags = {"git_commit": provenance["git_commit"],
                                 **{f"version.{k}": v for k, v in provenance["versions"].items()}}
@@ -104,7 +105,7 @@ class MlflowSink(Callback):
         if found:
             run_id = found[0].info.run_id
         else:
-            run_id = self.client.create_run(self.experiment_id, run_name=trial_id, tags={
+            run_id = self.client.create_run(self.experiment_id, run_name=run_name(config, self.name_keys), tags={
                 "mlflow.parentRunId": self.parent_run_id, "trial_id": trial_id,
                 "study": self.study, "sweep": self.sweep, **self.provenance_tags}).info.run_id
         self._log(run_id, params={k: v for k, v in config_columns(config).items() if v is not None})
@@ -117,6 +118,10 @@ class MlflowSink(Callback):
 
     def _log_to(self, trial_id: str, config: dict, metrics: dict | None, step: int, tags: dict | None = None):
         self._log(self._run_id(trial_id, config), metrics, step, tags=tags)
+
+    def _log_dataset(self, trial_id: str, config: dict, result: dict) -> None:
+        log_dataset(self.client, self._run_id(trial_id, config), names.trial_config(config),
+                    result["class_counts"], result.get("draw_digest"))
 
     def _end(self, trial_id: str, config: dict, status: str) -> None:
         self.client.set_terminated(self._run_id(trial_id, config), status)
@@ -136,6 +141,7 @@ class MlflowSink(Callback):
         if result is None:
             self._submit(self._log_to, trial.trial_id, config, None, 0, {names.STATUS: "stopped"})
         else:
+            self._submit(self._log_dataset, trial.trial_id, config, result)
             self._submit(self._log_to, trial.trial_id, config, names.final_metrics(result),
                          result["pretrain"][names.PRETRAIN_EPOCHS],
                          {names.STATUS: result[names.STATUS], "device": result["device"]})

@@ -56,33 +56,77 @@ def open_client(uri: str):
     return client
 
 
-def _experiment(client, uri: str, study: str, artifact_root: Path) -> str:
+NOTE = "mlflow.note.content"                     # the UI's "Description" of a run or an experiment
+SHORT = {"data.imbalance_ratio": "r", "seed": "s", "loss.temperature": "t", "optim.weight_decay": "wd"}
+
+
+def run_name(config: dict, keys: set[str]) -> str:
+    """A child run's name from the config keys the sweep varies, e.g. `kcl k=6 t=0.30 r=10 s=0`:
+    the loss first, the level and the seed last, every other key by its last part."""
+    order = sorted(keys - {"loss.name", "data.imbalance_ratio", "seed"}) + ["data.imbalance_ratio", "seed"]
+    parts = [str(config["loss.name"])] if config.get("loss.name") is not None else []
+    parts += [f"{SHORT.get(k, k.rsplit('.', 1)[-1])}={_short(config[k])}" for k in order
+              if config.get(k) is not None]
+    return " ".join(parts)
+
+
+def _short(value) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.2f}" if 0.01 <= abs(value) < 1000 else f"{value:.1e}"
+    return str(value)
+
+
+def dataset_input(config: dict, class_counts: list[int], digest: str):
+    """The trial's long-tailed train set as an MLflow dataset input: runs on the same images
+    (one digest) group together in the UI; the class counts are a tag."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    name = f"{config.get('data.dataset')} LT r={_short(config.get('data.imbalance_ratio'))}"
+    source = json.dumps({"uri": config.get("data.data_root") or f"built-in:{config.get('data.dataset')}"})
+    profile = json.dumps({"num_rows": int(sum(class_counts)), "num_classes": len(class_counts)})
+    return DatasetInput(Dataset(name, digest, "local", source, profile=profile), tags=[
+        InputTag("mlflow.data.context", "train"), InputTag("class_counts", json.dumps(list(class_counts)))])
+
+
+def _experiment(client, uri: str, study: str, artifact_root: Path, question: str) -> str:
     experiment = client.get_experiment_by_name(study)
     if experiment:
+        if question and NOTE not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, NOTE, question)
         return experiment.experiment_id
     location = None if check_uri(uri) == "http" else (artifact_root / study).as_uri()
     try:
-        return client.create_experiment(study, artifact_location=location)
+        return client.create_experiment(study, artifact_location=location, tags={NOTE: question})
     except Exception as e:              # another sweep created it first (a server: no lock there)
         if getattr(e, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
             raise
         return client.get_experiment_by_name(study).experiment_id
 
 
-def start_parent_run(uri: str, study: str, sweep: str, tags: dict, artifact_root: Path) -> tuple[str, str]:
+def start_parent_run(uri: str, study: str, sweep: str, tags: dict, artifact_root: Path,
+                     question: str = "") -> tuple[str, str]:
     """Create (or find) the study's experiment and open the sweep's parent run.
 
     Called once, in the driver, before any trial starts. The store's creation and
     the experiment's get-or-create hold the store's lock, so that sweeps started
     together into one new folder all succeed with one experiment. A local store
     keeps its artifacts (the report) under `artifact_root`, never in the current
-    directory; a tracking server decides for itself. Returns (experiment_id, parent_run_id).
+    directory; a tracking server decides for itself. `question` (what the study asks) is
+    the experiment's description and, until the sweep ends, the run's.
+    Returns (experiment_id, parent_run_id).
     """
     client = open_client(uri)
     with store_lock(uri):
-        experiment_id = _retry(_experiment, client, uri, study, artifact_root)
-    run = _retry(client.create_run, experiment_id, run_name=sweep, tags={"study": study, "sweep": sweep, **tags})
+        experiment_id = _retry(_experiment, client, uri, study, artifact_root, question)
+    run = _retry(client.create_run, experiment_id, run_name=sweep,
+                 tags={"study": study, "sweep": sweep, NOTE: question, **tags})
     return experiment_id, run.info.run_id
+
+
+def describe_run(uri: str, run_id: str, text: str) -> None:
+    """The run's description in the UI (markdown)."""
+    _retry(open_client(uri).set_tag, run_id, NOTE, text)
 
 
 def end_parent_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
@@ -147,6 +191,18 @@ def log_batch(client, run_id: str, metrics: dict | None = None, step: int = 0, p
                          tags=[RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()] if first else [])
 
 
+def varied_keys(study: str) -> set[str]:
+    """The config keys a study's sweep sets per trial (what its run names show)."""
+    from study.studies import STUDIES
+    return STUDIES[study].searched_keys() if study in STUDIES else {"loss.name", "data.imbalance_ratio", "seed"}
+
+
+def log_dataset(client, run_id: str, config: dict, class_counts, digest: str | None) -> None:
+    """Log the trial's train set as the run's dataset input (nothing for a trial without one)."""
+    if digest and class_counts is not None and len(class_counts):
+        client.log_inputs(run_id, datasets=[dataset_input(config, [int(c) for c in class_counts], digest)])
+
+
 def log_missing_runs(uri: str, state: dict, rows, sweep_dir: Path, done: set[str]) -> None:
     """Give every row (a DataFrame of load_results) an ended child run, adding each trial id
     to `done` as it is confirmed (the caller may stop waiting half-way). A trial's extra runs
@@ -174,7 +230,7 @@ def _log_row(client, state: dict, row: dict, run_id: str | None, history, sweep_
     config = config_columns({k: row[k] if names.present(row.get(k)) else None for k in flat_keys()})
     if run_id is None:
         versions = json.loads(row.get("versions") or "{}")
-        run_id = client.create_run(state["experiment_id"], run_name=trial_id, tags={
+        run_id = client.create_run(state["experiment_id"], run_name=run_name(config, varied_keys(row["study"])), tags={
             "mlflow.parentRunId": state["parent_run_id"], "trial_id": trial_id, "study": row["study"],
             "sweep": row["sweep"], "git_commit": row["git_commit"],
             **{f"version.{k}": v for k, v in versions.items()}}).info.run_id
@@ -185,6 +241,7 @@ def _log_row(client, state: dict, row: dict, run_id: str | None, history, sweep_
     selection = read_parquet(selection_file).to_dict("records") if selection_file.exists() else []
     tags = {names.STATUS: row[names.STATUS], "device": row.get("device_used"), "error": row.get("error")}
     step = row.get(names.pretrain_column(names.PRETRAIN_EPOCHS))
+    log_dataset(client, run_id, config, row.get("class_counts"), row.get("draw_digest"))
     log_batch(client, run_id, names.row_metrics(row, selection), int(step) if names.present(step) else 0,
                params={k: v for k, v in config.items() if v is not None},
                tags={k: v for k, v in tags.items() if names.present(v)})

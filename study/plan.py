@@ -55,6 +55,7 @@ class SweepPlan:
     max_failures: int = 1               # Tune retries of a failed trial, from its checkpoint
     staging: str = ""                   # a bucket's sweep: the local folder mirroring it (not saved)
     trial_resources: dict = field(default_factory=dict)   # custom Ray resources per trial
+    quiet: bool = False                 # --quiet: the summary only (not saved)
 
     @property
     def sweep_dir(self) -> Path:
@@ -79,18 +80,14 @@ class SweepPlan:
         """Whether MLflow logs to the store inside the storage folder (moves with it)."""
         return self.mlflow_uri == default_mlflow_uri(self.storage)
 
-    @property
-    def default_optuna(self) -> bool:
-        return self.optuna_uri == default_optuna_uri(self.storage)
-
     def save(self) -> None:
         """sweep.json: the plan, with the default MLflow store as null, so that a copied or
         moved sweep's resume uses the store where the sweep now is (study.relocate)."""
         from study.storage import publish
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         saved = {**asdict(self), "mlflow_uri": None if self.default_store else self.mlflow_uri,
-                 "optuna_uri": None if self.default_optuna else self.optuna_uri}
-        del saved["staging"]
+                 "optuna_uri": None if self.optuna_uri == default_optuna_uri(self.storage) else self.optuna_uri}
+        del saved["staging"], saved["quiet"]
         (self.sweep_dir / "sweep.json").write_text(json.dumps(saved, indent=2))
         publish(self.sweep_dir / "sweep.json")
 
@@ -117,25 +114,9 @@ def _gpu_budget(args) -> bool:
     return torch.cuda.is_available()
 
 
-def _ask(study) -> tuple[set[str], dict]:
-    """(keys Optuna samples, constants the space returns), from a throwaway trial."""
-    import optuna
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    trial = optuna.create_study().ask()
-    constants = study.space(trial)
-    return set(trial.params), constants
-
-
-def searched_keys(study) -> set[str]:
-    """Every config key the sweep sets per trial, whatever the base config says: the
-    space's samples and constants (or the grid), the cells, the level and the seed."""
-    keys = set(study.grid) if study.space is None else set().union(*_ask(study))
-    return keys | set(study.cells) | {"data.imbalance_ratio", "seed"}
-
-
 def _check_not_searched(study, overrides: dict) -> None:
     """--set of a key the sweep sets per trial would be silently overridden."""
-    clash = sorted(set(overrides) & searched_keys(study))
+    clash = sorted(set(overrides) & study.searched_keys())
     if clash:
         raise ValueError(f"--set {', '.join(clash)}: set per trial by this study, so a fixed value would be "
                          "ignored (levels: --imbalance-levels; seed: --seed; other knobs: a study that "
@@ -147,7 +128,7 @@ def _losses(study, cfg: TrialConfig) -> list[str]:
     if "loss.name" in study.grid or "loss.name" in study.cells:
         return study.grid.get("loss.name") or study.cells["loss.name"]
     if study.space is not None:
-        return [_ask(study)[1].get("loss.name", cfg.loss.name)]
+        return [study.ask()[1].get("loss.name", cfg.loss.name)]
     return [cfg.loss.name]
 
 
@@ -167,7 +148,7 @@ def _check_k(study, cfg: TrialConfig, class_counts: list[int]) -> None:
     mode can hold several keys of one image, so larger k can still matter there; a
     searched k is the searcher's business.)"""
     if ("kcl" not in _losses(study, cfg) or cfg.loss.mode != "batch"
-            or "loss.k" in searched_keys(study)):
+            or "loss.k" in study.searched_keys()):
         return
     limit = kcl_limit(class_counts, cfg.optim.batch_size)
     if cfg.loss.k > 0 and cfg.loss.k >= limit:
@@ -197,7 +178,7 @@ def _resumed(args, storage: str | Path, name: str, staging: str) -> SweepPlan:
         if saved.get("optuna_uri") in (None, default_optuna_uri(saved["storage"])):
             saved["optuna_uri"] = default_optuna_uri(storage)
         plan = SweepPlan(**{**saved, "storage": str(storage), "resume": True, "address": args.address,
-                            "staging": staging})
+                            "staging": staging, "quiet": args.quiet})
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{file}: not a sweep plan ({e})") from None
     if plan.study != args.study:
@@ -296,5 +277,5 @@ def build_plan(args, storage: str | Path, name: str, staging: str = "") -> Sweep
                      address=args.address, mlflow_uri=args.mlflow_uri or default_mlflow_uri(storage),
                      optuna_uri=args.optuna_storage or default_optuna_uri(storage),
                      reuse_actors=not args.no_reuse_actors, max_failures=args.max_failures, staging=staging,
-                     trial_resources=trial_resources(args.trial_resource))
+                     trial_resources=trial_resources(args.trial_resource), quiet=args.quiet)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import sys
 import time
 from pathlib import Path
@@ -18,13 +19,17 @@ def _clock(seconds: float) -> str:
 
 
 class Progress(Callback):
-    """Prints `done/running/failed/total, best per objective, elapsed, eta` when a
-    trial ends and at most every `every` seconds while trials run."""
+    """Prints `elapsed, done/running/failed/total, best per objective, eta` to stderr when
+    a trial ends and at most every `every` seconds while trials run (stdout is the summary's).
 
-    def __init__(self, total: int, objectives: list[str], results_dir: Path, every: float = 30.0,
-                 stream=sys.stdout, clock=time.monotonic):
+    slots: how many trials run at once (the cluster's room for them, or --max-concurrent).
+    """
+
+    def __init__(self, total: int, objectives: list[str], results_dir: Path, slots: int = 1,
+                 every: float = 30.0, stream=sys.stderr, clock=time.monotonic):
         self.clock = clock
         self.total, self.objectives, self.every, self.stream = total, objectives, every, stream
+        self.slots = max(1, slots)
         self.results_dir = Path(results_dir)
         self.prior = 0                  # trials finished before a --resume
         self.start = self.last = self.clock()
@@ -39,7 +44,7 @@ class Progress(Callback):
         return {**self.__dict__, "stream": None}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, stream=sys.stdout)
+        self.__dict__.update(state, stream=sys.stderr)
 
     def setup(self, **info):
         """At the start of a run, a resumed one too: what is already written counts as done."""
@@ -47,22 +52,33 @@ class Progress(Callback):
         self.done, self.failed, self.started, self.durations = set(), set(), {}, []
         self.start = self.last = self.clock()
 
-    def line(self, trials) -> str:
-        ended = self.done | self.failed
-        done, failed = self.prior + len(self.done), len(self.failed)
-        running = sum(t.status == "RUNNING" and t.trial_id not in ended for t in trials)
-        elapsed = self.clock() - self.start
-        left = self.total - done - failed
-        # Trials left x their mean duration, shared among the trials that run at once.
-        mean = sum(self.durations) / len(self.durations) if self.durations else float("nan")
-        eta = mean * left / max(running, 1)
-        best = "  ".join(f"best {k} {v:.3f}" for k, v in self.best.items())
-        eta_text = _clock(eta) if eta == eta else "?"
-        return (f"[{_clock(elapsed)}] done {done}  running {running}  failed {failed}  "
-                f"of {self.total}  {best}  eta {eta_text}").rstrip()
+    def eta(self) -> float:
+        """Seconds until the last trial ends, scheduled at the finished trials' mean duration m:
+        a running trial frees its slot after max(m - its age, 0) s, a free slot at once, and
+        each trial not started yet takes the slot that frees first and holds it for m s; the
+        estimate is when the last slot frees. A start only fills the slot the schedule gave
+        that trial, so the estimate does not swing as trials start and end (it did when the
+        work left was divided by the number running). NaN until a trial has finished."""
+        if not self.durations:
+            return float("nan")
+        mean, now = sum(self.durations) / len(self.durations), self.clock()
+        slots = [max(mean - (now - started), 0.0) for started in self.started.values()]
+        waiting = max(self.total - self.prior - len(self.done) - len(self.failed) - len(slots), 0)
+        slots += [0.0] * max(self.slots - len(slots), 0)
+        heapq.heapify(slots)
+        for _ in range(waiting):
+            heapq.heappush(slots, heapq.heappop(slots) + mean)
+        return max(slots, default=0.0)
 
-    def _print(self, trials) -> None:
-        print(self.line(trials), file=self.stream, flush=True)
+    def line(self) -> str:
+        done, failed = self.prior + len(self.done), len(self.failed)
+        best = "  ".join(f"best {k} {v:.3f}" for k, v in self.best.items())
+        eta = self.eta()
+        return (f"[{_clock(self.clock() - self.start)}] done {done}  running {len(self.started)}  "
+                f"failed {failed}  of {self.total}  {best}  eta {_clock(eta) if eta == eta else '?'}")
+
+    def _print(self) -> None:
+        print(self.line(), file=self.stream, flush=True)
         self.last = self.clock()
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -74,7 +90,7 @@ class Progress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if self.clock() - self.last >= self.every:
-            self._print(trials)
+            self._print()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done.add(trial.trial_id)
@@ -85,9 +101,9 @@ class Progress(Callback):
                 value = (trial.last_result or {}).get(key)
                 if value is not None:
                     self.best[key] = max(self.best.get(key, value), value)
-        self._print(trials)
+        self._print()
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.failed.add(trial.trial_id)
         self._ended(trial)
-        self._print(trials)
+        self._print()

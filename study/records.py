@@ -45,7 +45,8 @@ def results_schema() -> pa.Schema:
               (names.STATUS, pa.string()), ("error", pa.string()),
               (names.WALL_TIME, pa.float64()), ("device_used", pa.string()), ("git_commit", pa.string()),
               ("versions", pa.string()), ("num_classes", pa.int64()),
-              ("class_counts", pa.list_(pa.int64())), ("class_order", pa.list_(pa.int64()))]
+              ("class_counts", pa.list_(pa.int64())), ("class_order", pa.list_(pa.int64())),
+              ("draw_digest", pa.string())]
     fields += [(key, _config_type(key)) for key in flat_keys()]
     for probe in names.PROBES:
         fields += [(name, pa.float64()) for name in names.probe_columns(probe)]
@@ -86,7 +87,8 @@ def trial_row(trial_id: str, config: dict, result: dict | None, provenance: dict
     if result is None:
         return row
     row.update(device_used=result["device"], num_classes=result["num_classes"],
-               class_counts=result["class_counts"], class_order=result["class_order"])
+               class_counts=result["class_counts"], class_order=result["class_order"],
+               draw_digest=result.get("draw_digest"))
     # the scalars exactly as the other sinks get them; lists beside them
     row.update(names.final_metrics(result))
     for probe, metrics in result["probes"].items():

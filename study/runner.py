@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from study import journal
-from study.cluster import check_cluster, check_data_on_workers, start_ray, trial_gpus
+from study.cluster import check_cluster, check_data_on_workers, start_ray, trial_gpus, trial_slots
 from study.plan import Refused, SweepPlan, store_folder
 from study.relocate import follow_move, forget_foreign_ids
 from study.storage import join, mirror_of, publish, tune_storage
@@ -138,7 +138,8 @@ def open_tracking(plan: SweepPlan, commit: str, command: str) -> dict:
     try:
         experiment_id, parent = bounded(start_parent_run, plan.mlflow_uri, plan.study, plan.name,
                                         {"git_commit": commit, "command": command},
-                                        store_folder(plan.storage) / "mlartifacts", timeout=OPEN_S)
+                                        store_folder(plan.storage) / "mlartifacts", STUDIES[plan.study].question,
+                                        timeout=OPEN_S)
     except Exception as e:                        # MLflow refused or did not answer: one line
         raise Refused(f"MLflow at {plan.mlflow_uri}: cannot open the sweep's run "
                       f"({str(e).splitlines()[0][:300] or type(e).__name__})") from None
@@ -157,6 +158,7 @@ def _run(plan: SweepPlan, commit: str, versions: dict, command: str, on_ray_star
     from study.mlflow_sink import MlflowSink
     from study.parquet_sink import ParquetSink
     from study.progress import Progress
+    from study.summary import where_to_look
     resumed = journal.resume_state(plan.sweep_dir, plan.objectives, checkpoints_at(plan)) if plan.resume else None
     if resumed is None:
         plan.save()
@@ -178,13 +180,13 @@ def _run(plan: SweepPlan, commit: str, versions: dict, command: str, on_ray_star
         check_cluster(plan)
         check_data_on_workers(plan)
         provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
-        callbacks = [MlflowSink(plan.mlflow_uri, tracking, provenance),
-                     ParquetSink(plan.results_dir, provenance),
-                     Progress(total_trials(plan), plan.objectives, plan.results_dir)]
+        callbacks = [MlflowSink(plan.mlflow_uri, tracking, provenance), ParquetSink(plan.results_dir, provenance)]
         left = trials_left(plan, resumed)
-        verb = "resuming" if resumed else "sweep"
-        print(f"{verb} {plan.name}: {left} of {total_trials(plan)} trials of {plan.study} -> {plan.where}",
-              flush=True)
+        if not plan.quiet:                        # progress on stderr: stdout is the summary's
+            callbacks.append(Progress(total_trials(plan), plan.objectives, plan.results_dir, trial_slots(plan)))
+            verb = "resuming" if resumed else "sweep"
+            print(f"{verb} {plan.name}: {left} of {total_trials(plan)} trials of {plan.study} -> {plan.where}\n"
+                  f"{where_to_look(plan)}", file=sys.stderr, flush=True)
         if left:
             build_tuner(plan, callbacks, resumed, commit).fit()
         return tracking.result()
@@ -221,8 +223,8 @@ def _finish(plan: SweepPlan, state: dict) -> int:
     from analysis.report import write_report
     from analysis.results import compact
     from study.mlflow_sink import close_sinks, reconcile
-    from study.mlflow_store import attach_folder, drop_orphan_runs, end_parent_run
-    from study.summary import summarize_sweep
+    from study.mlflow_store import attach_folder, describe_run, drop_orphan_runs, end_parent_run
+    from study.summary import parent_description, summarize_sweep
     from study.tracking import bounded
     ok, written = summarize_sweep(plan), written_trials(plan)
     resume = f"python -m study.sweep {plan.study} --resume {plan.name} --storage {plan.storage}"
@@ -244,6 +246,7 @@ def _finish(plan: SweepPlan, state: dict) -> int:
         if orphans:
             print(f"MLflow: deleted {len(orphans)} run(s) of trials the resume continued under new ids "
                   f"({', '.join(orphans)}; journal.jsonl says which)")
+        bounded(describe_run, uri, parent, parent_description(plan), timeout=120)
         if report:
             attached = bounded(attach_folder, uri, parent, report, "report", timeout=120) or True
         bounded(end_parent_run, uri, parent, "FINISHED" if ok else "FAILED", timeout=120)
@@ -257,11 +260,21 @@ def _finish(plan: SweepPlan, state: dict) -> int:
     return 0 if ok else 1
 
 
+def quiet_libraries() -> None:
+    """The console is ours: Optuna's line per trial and study, MLflow's and Alembic's notes on
+    creating a store are logged at WARNING and above only."""
+    import logging
+
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str, on_ray_start=None) -> int:
     """Run (or resume) the sweep, then _finish. The process environment was set by
     study.sweep.configure_environment before Ray was imported."""
-    import optuna
-    optuna.logging.set_verbosity(optuna.logging.WARNING)   # one line per trial is ours to print
+    quiet_libraries()
     try:
         state = _run(plan, commit, versions, command, on_ray_start)
     except (Refused, journal.Damaged) as e:

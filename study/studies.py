@@ -22,6 +22,7 @@ class Study:
         equal share of the trials at every imbalance level, each level x cell its own
         Optuna search; round r of the trials (one per level x cell) uses seed + r.
     objectives: what Optuna maximises, if not the --objective/--probe choice.
+    question: what the study asks, in a sentence (its MLflow experiment's description).
     """
     description: str
     space: Callable | None = None
@@ -29,6 +30,21 @@ class Study:
     base: dict = field(default_factory=dict)
     cells: dict[str, list] = field(default_factory=dict)
     objectives: list[str] | None = None
+    question: str = ""
+
+    def ask(self) -> tuple[set[str], dict]:
+        """(keys Optuna samples, constants the space returns), from a throwaway trial."""
+        import optuna
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        trial = optuna.create_study().ask()
+        constants = self.space(trial)
+        return set(trial.params), constants
+
+    def searched_keys(self) -> set[str]:
+        """Every config key the sweep sets per trial, whatever the base config says: the
+        space's samples and constants (or the grid), the cells, the level and the seed."""
+        keys = set(self.grid) if self.space is None else set().union(*self.ask())
+        return keys | set(self.cells) | {"data.imbalance_ratio", "seed"}
 
     def cell_configs(self) -> list[dict]:
         """Every combination of the cells' values ([{}] without cells)."""
@@ -43,18 +59,31 @@ class Study:
 BASE = {"data.dataset": "shapes", "data.total": 2000}
 
 STUDIES = {
-    "kpcl": Study("k-positive contrastive learning: k, temperature, imbalance ratio", kpcl.space, base=BASE),
-    "cl": Study("SimCLR-style contrastive learning: temperature, imbalance ratio", cl.space, base=BASE),
-    "supcon": Study("supervised contrastive learning: temperature, imbalance ratio", supcon.space, base=BASE),
-    "ce": Study("cross-entropy: learning rate, weight decay, imbalance ratio", ce.space, base=BASE),
+    "kpcl": Study("k-positive contrastive learning: k, temperature, imbalance ratio", kpcl.space, base=BASE,
+                  question="Which k and temperature give k-positive contrastive learning (KCL) a feature space "
+                  "that is both discriminative (top-1) and balanced (p(V)) at each imbalance level?"),
+    "cl": Study("SimCLR-style contrastive learning: temperature, imbalance ratio", cl.space, base=BASE,
+                question="Does label-free contrastive learning (SimCLR) keep its feature space balanced as "
+                "the train set grows more imbalanced, and at which temperature?"),
+    "supcon": Study("supervised contrastive learning: temperature, imbalance ratio", supcon.space, base=BASE,
+                    question="How discriminative and how balanced is supervised contrastive learning's "
+                    "feature space at each imbalance level, and at which temperature?"),
+    "ce": Study("cross-entropy: learning rate, weight decay, imbalance ratio", ce.space, base=BASE,
+                question="How balanced is a cross-entropy encoder's feature space at each imbalance level, "
+                "tuned for learning rate and weight decay (the paper's baseline)?"),
     "select": Study("budgeted selection of images to label: encoders (simclr; ce and kcl as label-using "
                     "references) x imbalance levels x seeds, every strategy at every budget; Optuna tunes "
                     "probcover's delta and spread's multiplier", select.space,
                     base={**BASE, "select.budgets": "10,20,40,100"}, cells={"loss.name": ["simclr", "ce", "kcl"]},
                     objectives=[names.select_objective("probcover", names.TOP1),
-                                names.select_objective("spread", names.TOP1)]),
+                                names.select_objective("spread", names.TOP1)],
+                    question="With a labelling budget and an unknown number of classes, which images should "
+                    "be labelled, and does a label-free encoder's feature space pick a set as balanced and as "
+                    "useful as label-using encoders do?"),
     "fig2": Study("the paper's Figure 2 as a grid: losses (ce, simclr, kcl) x imbalance levels x seeds",
-                  grid={"loss.name": ["ce", "simclr", "kcl"]}, base=BASE),
+                  grid={"loss.name": ["ce", "simclr", "kcl"]}, base=BASE,
+                  question="The paper's Figure 2: as the imbalance grows, does contrastive learning's feature "
+                  "space stay more balanced than cross-entropy's, and does KCL keep both?"),
 }
 
 

@@ -8,7 +8,9 @@ import pandas as pd
 from analysis.results import load_results
 from analysis.selection import has_selection, load_selection
 from analysis.tables import add_derived, frontier_members, ok_trials
+from study.optuna_store import dashboard_command
 from study.plan import SweepPlan
+from study.studies import STUDIES
 from trainables import names
 
 
@@ -16,6 +18,16 @@ def mlflow_ui_command(uri: str) -> str:
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser (the MLflow server's own UI)"
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+def where_to_look(plan: SweepPlan) -> str:
+    """The commands that show the sweep while it runs and after: MLflow's UI (which opens on
+    its GenAI page, so the way to the runs is spelled out) and, for a search, optuna-dashboard."""
+    lines = [f"compare runs:      {mlflow_ui_command(plan.mlflow_uri)}",
+             f'                   then "Model training" (top left) > experiment {plan.study} > run {plan.name}']
+    if STUDIES[plan.study].space is not None:
+        lines.append(f"Optuna studies:    {dashboard_command(plan.optuna_uri)}")
+    return "\n".join(lines)
 
 
 def _print_frontier(ok: pd.DataFrame, plan: SweepPlan) -> None:
@@ -28,6 +40,23 @@ def _print_frontier(ok: pd.DataFrame, plan: SweepPlan) -> None:
     print(f"\nPareto-optimal trials per imbalance level ({' and '.join(plan.objectives)}):")
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
         print(table.to_string(index=False))
+
+
+def parent_description(plan: SweepPlan) -> str:
+    """The sweep's MLflow parent run description (markdown): what the study asks, and the
+    Pareto-optimal trials per imbalance level of the sweep's objectives."""
+    from analysis.markdown import escape, markdown_table
+    study = STUDIES[plan.study]
+    text = [f"**{plan.study}**: {escape(study.description)}", "", escape(study.question)]
+    try:
+        ok = add_derived(ok_trials(load_results(plan.sweep_dir)))
+    except FileNotFoundError:
+        return "\n".join(text)
+    if len(ok) and set(plan.objectives) <= set(ok.columns):
+        table = frontier_members(ok, plan.objectives, per_level=bool(plan.levels))
+        text += ["", f"Pareto-optimal trials per imbalance level ({' and '.join(plan.objectives)}):", "",
+                 markdown_table(table)]
+    return "\n".join(text)
 
 
 def summarize_sweep(plan: SweepPlan) -> bool:
@@ -51,5 +80,5 @@ def summarize_sweep(plan: SweepPlan) -> bool:
     for _, row in errors.head(5).iterrows():
         print(f"error in {row['trial_id']}: {row['error']}")
     print(f"\nresults (Parquet): {plan.where}/results\nRay experiment:    {plan.where}\n"
-          f"MLflow store:      {plan.mlflow_uri}\ncompare runs:      {mlflow_ui_command(plan.mlflow_uri)}")
+          f"MLflow store:      {plan.mlflow_uri}\n{where_to_look(plan)}")
     return counts.get("ok", 0) > 0

@@ -164,6 +164,13 @@ def configure_environment(address: str | None) -> None:
       binds its servers to every interface; this switch (despite its name, a plain one on
       Linux too) keeps the node IP, and so every server, at 127.0.0.1. It rules out other
       nodes, so a remote --address does not get it.
+    - RAY_AUTH_MODE=disabled for the local cluster only: it is this process's own and
+      listens on 127.0.0.1 (the line above), and Ray would otherwise warn about its token
+      at every start; a cluster joined with --address keeps Ray's token authentication
+      (docs/cluster.md). An exported RAY_AUTH_MODE wins.
+    - Tune's older console output (RAY_AIR_NEW_OUTPUT=0), which at verbose=0 prints
+      nothing: the newer one prints a configuration banner and a TensorBoard hint even
+      then. The progress line is ours (study.progress).
     - no usage statistics; objectives only in a trial's final report (Tune's strict
       metric check would want them every epoch);
     - the experiment state (trials, searcher) saved every second rather than Tune's 10 s
@@ -177,6 +184,9 @@ def configure_environment(address: str | None) -> None:
     host = None if address is None else address.rsplit(":", 1)[0].strip("[]")
     if address is None or host in LOOPBACK:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if address is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # with verbose=0: no banner, no TensorBoard hint
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")

@@ -7,6 +7,8 @@ dir); tests that need it take the `ray_cluster` fixture.
 
 import os
 import pickle
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -51,6 +53,22 @@ def ray_cluster():
              configure_logging=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """One default `python -m study.sweep kpcl --smoke --name smoke` as a user runs it: its own
+    process and local Ray, without the test session's RAY_AUTH_MODE and Tune logger settings.
+    Its stores (runs/mlflow.db, runs/optuna.db) and rows serve every test that reads a
+    finished sweep; those tests only read them.
+    Returns (exit status, storage folder, stdout, stderr)."""
+    storage = tmp_path_factory.mktemp("smoke") / "runs"
+    test_only = ("RAY_AUTH_MODE", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+    env = {k: v for k, v in os.environ.items() if k not in test_only}
+    proc = subprocess.run([sys.executable, "-m", "study.sweep", "kpcl", "--smoke", "--storage", str(storage),
+                           "--name", "smoke"], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=storage.parent)
+    return proc.returncode, storage, proc.stdout, proc.stderr
 
 
 # ------------------------------------------------ small datasets in the exact on-disk formats

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -42,6 +43,7 @@ class TrialResult:
     num_classes: int
     class_counts: list[int]                   # long-tailed train images per class index
     class_order: list[int]                    # class_order[r]: class with the r-th largest count
+    draw_digest: str = ""                     # names the long-tailed train set (draw_digest)
     probes: dict[str, dict] = field(default_factory=dict)
     pretrain: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
@@ -62,6 +64,14 @@ class DataPlan:
     class_counts: list[int]
     class_order: list[int]
     balanced_indices: torch.Tensor
+
+
+def draw_digest(cfg: TrialConfig, indices: torch.Tensor) -> str:
+    """16 hex digits naming a long-tailed train set: the dataset, its generation seed and the
+    pool indices drawn [n]. Trials on the same images share it (MLflow groups their runs)."""
+    digest = hashlib.sha256(f"{cfg.data.dataset}:{cfg.data.data_seed}:".encode())
+    digest.update(indices.to(torch.int64).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def plan_data(cfg: TrialConfig) -> DataPlan:
@@ -191,7 +201,8 @@ def run_trial(cfg: TrialConfig, report: Callable[[dict, Callable[[], dict]], Non
         """The trial's result as it stands, with probes unless it diverged."""
         out = TrialResult(status=status, config=cfg.to_flat(), seed=cfg.seed, num_classes=s.num_classes,
                           class_counts=plan.class_counts, class_order=plan.class_order,
-                          history=list(outcome.history), pretrain=_pretrain_summary(outcome, objective),
+                          draw_digest=draw_digest(cfg, plan.lt_indices), history=list(outcome.history),
+                          pretrain=_pretrain_summary(outcome, objective),
                           device=str(device), versions={"torch": torch.__version__})
         if status != "diverged":
             probe_gen = torch.Generator(device).manual_seed(cfg.seed + 1)

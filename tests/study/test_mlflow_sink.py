@@ -222,3 +222,13 @@ def test_a_sweep_outlives_an_mlflow_outage_reports_the_gap_and_a_resume_fills_it
     for trial_id, run in runs.items():
         final = {k: v for k, v in run.data.metrics.items() if k not in names.EPOCH_METRICS}
         assert final == names.row_metrics(rows.loc[trial_id].to_dict())
+
+
+def test_run_names_show_what_the_sweep_varies_loss_first_level_and_seed_last():
+    from study.mlflow_store import run_name, varied_keys
+    config = {"loss.name": "kcl", "loss.k": 6, "loss.temperature": 0.3, "data.imbalance_ratio": 10.0, "seed": 0,
+              "optim.lr": 0.1, "data.dataset": "shapes"}
+    assert run_name(config, varied_keys("kpcl")) == "kcl k=6 t=0.30 r=10 s=0"
+    assert run_name({**config, "loss.name": "ce", "optim.weight_decay": 5e-4, "optim.lr": 0.0123},
+                    varied_keys("ce")) == "ce lr=0.01 wd=5.0e-04 r=10 s=0"
+    assert run_name({**config, "data.imbalance_ratio": 12.5, "seed": 3}, varied_keys("fig2")) == "kcl r=12.50 s=3"

@@ -24,10 +24,9 @@ def cell(value: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def kpcl_smoke(ray_cluster, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("sweeps")
-    code = main(["kpcl", "--smoke", "--storage", str(storage), "--name", "smoke"])
-    return code, storage
+def kpcl_smoke(smoke_sweep):
+    """The session's smoke sweep (conftest.smoke_sweep): (exit status, storage)."""
+    return smoke_sweep[:2]
 
 
 def test_smoke_sweep_writes_one_row_and_one_child_run_per_trial(kpcl_smoke):
@@ -57,6 +56,34 @@ def test_smoke_sweep_writes_one_row_and_one_child_run_per_trial(kpcl_smoke):
         for probe in ("lt", "balanced"):
             per_class = [k for k in child.data.metrics if k.startswith(f"{probe}/class_acc/")]
             assert sorted(per_class) == [f"{probe}/class_acc/{c:03d}" for c in range(10)]
+
+
+def test_mlflow_runs_read_well_names_descriptions_and_dataset_inputs(kpcl_smoke):
+    import json
+    import re
+
+    from study.studies import STUDIES
+    _, storage = kpcl_smoke
+    client, parents, children = mlflow_runs(storage, "kpcl")
+    rows = load_results(storage / "smoke").set_index("trial_id")
+    assert client.get_experiment_by_name("kpcl").tags["mlflow.note.content"] == STUDIES["kpcl"].question
+    description = parents[0].data.tags["mlflow.note.content"]
+    assert description.startswith(f"**kpcl**: {STUDIES['kpcl'].description}\n\n{STUDIES['kpcl'].question}")
+    assert "| loss.name | data.imbalance_ratio | loss.k | loss.temperature | lt/top1 | lt/balancedness |" in description
+    for child in children:
+        row = rows.loc[child.data.tags["trial_id"]]
+        # named by what differs between the trials, e.g. "kcl k=6 t=0.30 r=10 s=0"
+        assert child.info.run_name == (f"kcl k={row['loss.k']} t={row['loss.temperature']:.2f} "
+                                       f"r={row['data.imbalance_ratio']:g} s={row['seed']}")
+        assert re.fullmatch(r"[0-9a-f]{16}", row["draw_digest"])
+        (dataset,) = child.inputs.dataset_inputs
+        assert dataset.dataset.digest == row["draw_digest"]
+        assert dataset.dataset.name == f"shapes LT r={row['data.imbalance_ratio']:g}"
+        tags = {t.key: t.value for t in dataset.tags}
+        assert json.loads(tags["class_counts"]) == list(row["class_counts"]) and tags["mlflow.data.context"] == "train"
+    # trials on the same draw (level and seed) share the digest; the levels' draws differ
+    by_level = rows.groupby("data.imbalance_ratio")["draw_digest"].nunique()
+    assert by_level.tolist() == [1, 1] and rows["draw_digest"].nunique() == 2
 
 
 def assert_sinks_agree(storage: Path, sweep: str, study: str, expected: int) -> None:

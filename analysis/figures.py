@@ -144,3 +144,23 @@ def head_tail(df: pd.DataFrame, out: Path, probe: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(title="loss (line: binned mean)", loc=_legend_loc(len(counts_all)))
     return save_figure(fig, out / "head_tail.png")
+
+
+def importance_figure(table: pd.DataFrame, out: Path) -> Path:
+    """Each knob's importance (analysis.importance), one panel per objective, one bar per
+    (loss, level) in each knob's group."""
+    objectives = list(dict.fromkeys(table["objective"]))
+    fig, axes = plt.subplots(1, len(objectives), figsize=(5 * len(objectives), 4), squeeze=False, sharey=True)
+    for ax, objective in zip(axes[0], objectives):
+        wide = table[table["objective"] == objective].pivot_table(index="knob", columns=["loss", "ratio"],
+                                                                  values="importance")
+        width = 0.8 / max(len(wide.columns), 1)
+        for i, (loss, ratio) in enumerate(wide.columns):
+            ax.bar(np.arange(len(wide)) + i * width, wide[(loss, ratio)], width, label=f"{loss}, ratio {ratio}")
+        ax.set_xticks(np.arange(len(wide)) + 0.4 - width / 2, wide.index)
+        ax.set_title(objective)
+        ax.set_ylabel("fANOVA importance (share of variance)")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(title="loss, level")
+    fig.suptitle("Which searched knob mattered")
+    return save_figure(fig, out / "importance.png")

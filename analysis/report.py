@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import figures, selection
+from analysis import figures, importance, selection
 from analysis.bucket import is_remote, join, local_copy, upload_tree
 from analysis.markdown import escape, markdown_table, one_line
 from analysis.results import load_results
@@ -103,13 +103,15 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
 
 def write_report(paths, out: str | Path | None = None, sigmas=(0.1, 0.5, 1.0), probe: str = names.LT) -> Path:
     """Load the sweeps, write report.md and the PNGs into `out`; return report.md's path.
-    A sweep in a bucket (s3://...) is read from a local copy of its results."""
-    paths = [local_copy(str(p)) if is_remote(p) else Path(p)
+    A sweep in a bucket (s3://...) is read from a local copy of its results and journal."""
+    paths = [local_copy(str(p), ("results", "journal.jsonl")) if is_remote(p) else Path(p)
              for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     df = load_results(paths, columns=REPORT_COLUMNS)
     out = Path(out) if out else paths[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
     text = build_report(df, out, list(sigmas), probe)
+    knobs = importance.report_section([sweep_folder(p) for p in paths], out, markdown_table)
+    text += "\n" + "\n\n".join(knobs) + "\n" if knobs else ""
     if any(selection.has_selection(p) for p in paths):
         parts = selection.report_sections(selection.load_selection(paths), out,
                                           int(df["num_classes"].dropna().iloc[0]), markdown_table)
@@ -117,6 +119,11 @@ def write_report(paths, out: str | Path | None = None, sigmas=(0.1, 0.5, 1.0), p
     path = out / "report.md"
     path.write_text(text)
     return path
+
+
+def sweep_folder(path: Path) -> Path:
+    """A sweep's folder from what the report was given: the sweep folder or its results/."""
+    return path.parent if path.name == "results" else path
 
 
 def _sigmas(text: str) -> list[float]:

@@ -2,12 +2,12 @@
 
     <sweep>/journal.jsonl    one JSON line per trial the searcher handed to Tune:
       {"n": 3, "trial_id": "3f2a1_00003", "slot": 1, "config": {...},
-       "optuna_trial": 1, "params": {...}, "distributions": {...}}
+       "optuna_trial": 1, "objectives": [...], "params": {...}, "distributions": {...}}
 
 `n` counts the sweep's trials in the order they were suggested; `slot` is the
 imbalance level x cell the trial belongs to (study.searcher); `optuna_trial`,
 `params` and `distributions` are the Optuna trial's number in the slot's study
-and its parameters (absent for a grid). A line is written and
+and its parameters, `objectives` what the study maximises (absent for a grid). A line is written and
 fsynced in the searcher's `suggest`, before Tune starts the trial, so every row
 under results/ belongs to a line. A trial that a resumed sweep continues gets a
 second line with the same `n` and its new trial id.

@@ -183,8 +183,9 @@ class LevelSearch(JournaledSearch):
         if level is not None:
             config["data.imbalance_ratio"] = level
         self.slot_of[trial_id], self.number_of[trial_id] = i, trial.number
-        return config, {"slot": i, "optuna_trial": trial.number, "params": trial.params, "distributions": {
-            k: optuna_json(d) for k, d in trial.distributions.items()}}
+        return config, {"slot": i, "optuna_trial": trial.number, "objectives": self.metrics,
+                        "params": trial.params,
+                        "distributions": {k: optuna_json(d) for k, d in trial.distributions.items()}}
 
     def _again(self, trial_id: str, entry: journal.Entry) -> dict:
         """The journaled trial's Optuna trial, still RUNNING in the storage; or, where the
@@ -197,7 +198,7 @@ class LevelSearch(JournaledSearch):
             self.space(trial)                       # the enqueued values, with their distributions
             number = trial.number
         self.slot_of[trial_id], self.number_of[trial_id] = entry.slot, number
-        return {"optuna_trial": number}
+        return {"optuna_trial": number, "objectives": self.metrics}
 
     def resume(self, resumed: journal.Resumed) -> None:
         """Take up the slots' studies: tell each finished trial what its row says unless the

@@ -57,9 +57,11 @@ def test_a_sweep_in_a_bucket_runs_resumes_elsewhere_and_reports_from_the_bucket(
     done = _run(aws, first, "study.sweep", *SWEEP, "--storage", BUCKET, "--name", "b")
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"results (Parquet): {BUCKET}/b/results" in done.stdout
-    # nothing of the sweep on the local disk: the MLflow store (printed), its lock and artifacts only
-    assert sorted(p.name for p in first.iterdir()) == ["mlartifacts", "mlflow.db", "mlflow.db.lock"]
-    assert f"sqlite:///{first}/mlflow.db" in done.stdout
+    # nothing of the sweep on the local disk: the MLflow and Optuna stores (printed), the lock
+    # their creation took, and MLflow's artifacts only
+    assert sorted(p.name for p in first.iterdir()) == ["mlartifacts", "mlflow.db", "mlflow.db.lock", "optuna.db",
+                                                       "optuna.db.lock"]
+    assert f"sqlite:///{first}/mlflow.db" in done.stdout and f"sqlite:///{first}/optuna.db" in done.stdout
     objects = _objects(aws, f"{BUCKET}/b")
     for key in ("sweep.json", "journal.jsonl", "mlflow.json", "results/trials.parquet", "report/report.md"):
         assert key in objects, key
@@ -76,7 +78,7 @@ def test_a_sweep_in_a_bucket_runs_resumes_elsewhere_and_reports_from_the_bucket(
 
     again = _run(aws, second, "study.sweep", "kpcl", "--resume", "b", "--storage", BUCKET)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming b: 1 of 2 trials" in again.stdout
+    assert "resuming b: 1 of 2 trials" in again.stderr
     assert "a new parent run is opened" in again.stdout     # this folder's store never held the sweep
     after = load_results(f"{BUCKET}/b")
     assert len(after) == 2 and lost["trial_id"] not in set(after["trial_id"])
@@ -90,6 +92,10 @@ def test_a_sweep_in_a_bucket_runs_resumes_elsewhere_and_reports_from_the_bucket(
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.tags["trial_id"] for r in children) == sorted(after["trial_id"])
     assert all(r.info.status == "FINISHED" for r in runs)
+    # this folder's Optuna storage never held the sweep: its study is rebuilt from the journal
+    import optuna
+    study = optuna.load_study(study_name="b:ratio=10", storage=f"sqlite:///{second}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
 
     before = objects["report/report.md"].mtime
     report = _run(aws, tmp_path, "analysis.report", f"{BUCKET}/b")

@@ -8,6 +8,7 @@ bad input fails before Ray starts.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class SweepPlan:
     staging: str = ""                   # a bucket's sweep: the local folder mirroring it (not saved)
     trial_resources: dict = field(default_factory=dict)   # custom Ray resources per trial
     quiet: bool = False                 # --quiet: the summary only (not saved)
+    sweep_id: str = ""                  # unique per sweep: whose Optuna studies are whose (older: "")
 
     @property
     def sweep_dir(self) -> Path:
@@ -277,5 +279,6 @@ def build_plan(args, storage: str | Path, name: str, staging: str = "") -> Sweep
                      address=args.address, mlflow_uri=args.mlflow_uri or default_mlflow_uri(storage),
                      optuna_uri=args.optuna_storage or default_optuna_uri(storage),
                      reuse_actors=not args.no_reuse_actors, max_failures=args.max_failures, staging=staging,
-                     trial_resources=trial_resources(args.trial_resource), quiet=args.quiet)
+                     trial_resources=trial_resources(args.trial_resource), quiet=args.quiet,
+                     sweep_id=uuid.uuid4().hex)
 

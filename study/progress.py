@@ -26,7 +26,7 @@ class Progress(Callback):
     """
 
     def __init__(self, total: int, objectives: list[str], results_dir: Path, slots: int = 1,
-                 every: float = 30.0, stream=sys.stderr, clock=time.monotonic):
+                 every: float = 30.0, stream=None, clock=time.monotonic):
         self.clock = clock
         self.total, self.objectives, self.every, self.stream = total, objectives, every, stream
         self.slots = max(1, slots)
@@ -44,7 +44,7 @@ class Progress(Callback):
         return {**self.__dict__, "stream": None}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, stream=sys.stderr)
+        self.__dict__.update(state, stream=None)
 
     def setup(self, **info):
         """At the start of a run, a resumed one too: what is already written counts as done."""
@@ -78,7 +78,7 @@ class Progress(Callback):
                 f"failed {failed}  of {self.total}  {best}  eta {_clock(eta) if eta == eta else '?'}")
 
     def _print(self) -> None:
-        print(self.line(), file=self.stream, flush=True)
+        print(self.line(), file=self.stream or sys.stderr, flush=True)
         self.last = self.clock()
 
     def on_trial_start(self, iteration, trials, trial, **info):

@@ -11,7 +11,7 @@ from study import journal
 from study.cluster import check_cluster, check_data_on_workers, start_ray, trial_gpus, trial_slots
 from study.plan import Refused, SweepPlan, store_folder
 from study.relocate import follow_move, forget_foreign_ids
-from study.storage import join, mirror_of, publish, tune_storage
+from study.storage import first_line, join, mirror_of, publish, tune_storage
 from study.studies import STUDIES
 from trainables import names
 
@@ -20,15 +20,19 @@ def build_search(plan: SweepPlan, resumed: journal.Resumed | None, commit: str =
     """The sweep's searcher (a grid, or an Optuna study per level x cell in the plan's
     Optuna storage), writing the journal; after a --resume, continued from the journal,
     the rows and the studies."""
-    from study.searcher import GridSearch, LevelSearch
+    from study.searcher import GridSearch, LevelSearch, StudyTaken
     study, file = STUDIES[plan.study], plan.sweep_dir / journal.FILE
     if study.space is None:                      # a grid: every combination, seeds repeated
         search = GridSearch(study.grid, plan.levels, [plan.seed + i for i in range(plan.seeds)], file)
     else:
-        search = LevelSearch(study.space, plan.objectives, plan.levels, plan.seed, plan.ratio_range,
-                             study.cell_configs() if study.cells else None, journal_file=file,
-                             storage=optuna_storage(plan), sweep=plan.name,
-                             attrs={"study": plan.study, "sweep": plan.name, "git_commit": commit})
+        try:
+            search = LevelSearch(study.space, plan.objectives, plan.levels, plan.seed, plan.ratio_range,
+                                 study.cell_configs() if study.cells else None, journal_file=file,
+                                 storage=optuna_storage(plan), sweep=plan.name,
+                                 attrs={"study": plan.study, "sweep": plan.name, "sweep_id": plan.sweep_id,
+                                        "git_commit": commit})
+        except StudyTaken as e:
+            raise Refused(str(e)) from None
     if resumed is not None:
         search.resume(resumed)
     return search
@@ -189,6 +193,8 @@ def _run(plan: SweepPlan, commit: str, versions: dict, command: str, on_ray_star
                   f"{where_to_look(plan)}", file=sys.stderr, flush=True)
         if left:
             build_tuner(plan, callbacks, resumed, commit).fit()
+        elif resumed is not None:
+            build_search(plan, resumed, commit)  # no trial left: the studies still hear every row
         return tracking.result()
 
 
@@ -237,6 +243,11 @@ def _finish(plan: SweepPlan, state: dict) -> int:
     if plan.remote:
         publish_rest(plan, report)
     uri, parent, attached = plan.mlflow_uri, state["parent_run_id"], False
+    try:                                          # a description MLflow refuses costs only itself
+        bounded(describe_run, uri, parent, parent_description(plan), timeout=120)
+    except Exception as e:
+        print(f"MLflow at {uri}: the parent run's description was not set ({first_line(e)[:300]})",
+              file=sys.stderr)
     try:
         missing = reconcile(uri, state, plan.sweep_dir)
         if missing:
@@ -246,7 +257,6 @@ def _finish(plan: SweepPlan, state: dict) -> int:
         if orphans:
             print(f"MLflow: deleted {len(orphans)} run(s) of trials the resume continued under new ids "
                   f"({', '.join(orphans)}; journal.jsonl says which)")
-        bounded(describe_run, uri, parent, parent_description(plan), timeout=120)
         if report:
             attached = bounded(attach_folder, uri, parent, report, "report", timeout=120) or True
         bounded(end_parent_run, uri, parent, "FINISHED" if ok else "FAILED", timeout=120)

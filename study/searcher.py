@@ -155,10 +155,16 @@ class LevelSearch(JournaledSearch):
         self.rerun: dict[int, int] = {}            # journal n -> its RUNNING Optuna trial (resume)
 
     def _open(self, i: int, seed: int):
-        """Slot i's study, created or (a resume, a storage another process wrote) loaded."""
+        """Slot i's study, created or (a resume, a storage another process wrote) loaded.
+        A study of this name that holds trials of another sweep (another sweep_id: the same
+        --name from another storage folder, on a shared database) is refused."""
         import optuna
         study = optuna.create_study(storage=self.storage, study_name=self.names[i], load_if_exists=True,
                                     directions=["maximize"] * len(self.metrics), sampler=sampler(seed))
+        owner, mine = study.user_attrs.get("sweep_id"), self.attrs.get("sweep_id")
+        if mine and owner and owner != mine and study.get_trials(deepcopy=False):
+            raise StudyTaken(f"the Optuna storage holds study {self.names[i]} with trials of another sweep "
+                             f"(sweep id {owner}); choose another --name")
         if study.metric_names is None:
             with warnings.catch_warnings():         # "experimental" since Optuna 3.2, and still there
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -175,6 +181,7 @@ class LevelSearch(JournaledSearch):
     def _new(self, trial_id: str, n: int):
         i = n % len(self.slots)
         trial = self.studies[i].ask()
+        trial.set_user_attr(N, n)                   # the journal's n: what a resume matches it by
         level, cell = self.slots[i]
         constants = self.space(trial) or {}         # samples the trial's parameters
         config = {**trial.params, **constants, **cell}
@@ -193,9 +200,13 @@ class LevelSearch(JournaledSearch):
         number = self.rerun.pop(entry.n, None)
         if number is None:
             study = self.studies[entry.slot]
-            study.enqueue_trial(entry.params)
+            study.enqueue_trial(entry.params, user_attrs={N: entry.n})
             trial = study.ask()
-            self.space(trial)                       # the enqueued values, with their distributions
+            try:
+                self.space(trial)                   # the enqueued values, with their distributions
+            except (ValueError, TypeError) as e:
+                raise journal.Damaged(f"journal line of trial {entry.n}: its parameters do not fit the "
+                                      f"search ({e})") from None
             number = trial.number
         self.slot_of[trial_id], self.number_of[trial_id] = entry.slot, number
         return {"optuna_trial": number, "objectives": self.metrics}
@@ -208,22 +219,22 @@ class LevelSearch(JournaledSearch):
         # New sampler seeds: a sampler seeded as before would draw the first trials'
         # parameters again (its random state is not in the journal).
         self.studies = [self._open(i, resumed_seed(self.seed + i, self.started)) for i in range(len(self.slots))]
-        stored = [{t.number: t for t in study.get_trials(deepcopy=False)} for study in self.studies]
+        # each stored trial by its journal n (the newest, should a trial hold one twice)
+        stored = [{t.user_attrs[N]: t for t in study.get_trials(deepcopy=False) if N in t.user_attrs}
+                  for study in self.studies]
         claimed: set[tuple[int, int]] = set()
         for entry in resumed.entries:
             if not 0 <= entry.slot < len(self.slots):
                 raise journal.Damaged(f"journal line of trial {entry.n}: slot {entry.slot} is not one of this "
                                       f"sweep's {len(self.slots)}")
-            known = stored[entry.slot].get(entry.optuna_trial)
-            if known is not None and known.params != entry.params:
-                known = None                        # another sweep's study of this name: not ours
+            known = stored[entry.slot].get(entry.n)
             if known is not None:
                 claimed.add((entry.slot, known.number))
             self._take_up(entry, known, resumed)
-        for i, trials in enumerate(stored):         # asked, but never journaled (a crash between)
-            for t in trials.values():
-                if t.state.name == "RUNNING" and (i, t.number) not in claimed:
-                    self.studies[i].tell(t.number, state=_state("FAIL"))
+        for i, study in enumerate(self.studies):    # asked, but never journaled (a crash between)
+            for t in study.get_trials(deepcopy=False, states=[_state("RUNNING")]):
+                if (i, t.number) not in claimed:
+                    study.tell(t.number, state=_state("FAIL"))
 
     def _take_up(self, entry: journal.Entry, known, resumed: journal.Resumed) -> None:
         if entry.n not in resumed.done:
@@ -240,7 +251,7 @@ class LevelSearch(JournaledSearch):
         from optuna.distributions import json_to_distribution
         try:
             self.studies[entry.slot].add_trial(optuna.trial.create_trial(
-                state=state, values=values, params=entry.params,
+                state=state, values=values, params=entry.params, user_attrs={N: entry.n},
                 distributions={k: json_to_distribution(d) for k, d in entry.distributions.items()}))
         except (ValueError, TypeError, KeyError) as e:
             raise journal.Damaged(f"journal line of trial {entry.n}: its parameters do not fit the "
@@ -261,6 +272,13 @@ class LevelSearch(JournaledSearch):
         except Exception as e:
             print(f"Optuna: could not record trial {trial_id} ({str(e).splitlines()[0][:200]}); "
                   "--resume records it from its row", file=sys.stderr)
+
+
+N = "n"                # an Optuna trial's user attribute: its journal n
+
+
+class StudyTaken(ValueError):
+    """The Optuna storage holds this sweep's study name with another sweep's trials."""
 
 
 def _state(name: str):

@@ -42,6 +42,9 @@ def _print_frontier(ok: pd.DataFrame, plan: SweepPlan) -> None:
         print(table.to_string(index=False))
 
 
+NOTE_CHARS = 8000                # MLflow's limit on a tag's value
+
+
 def parent_description(plan: SweepPlan) -> str:
     """The sweep's MLflow parent run description (markdown): what the study asks, and the
     Pareto-optimal trials per imbalance level of the sweep's objectives."""
@@ -56,7 +59,9 @@ def parent_description(plan: SweepPlan) -> str:
         table = frontier_members(ok, plan.objectives, per_level=bool(plan.levels))
         text += ["", f"Pareto-optimal trials per imbalance level ({' and '.join(plan.objectives)}):", "",
                  markdown_table(table)]
-    return "\n".join(text)
+    text = "\n".join(text)
+    cut = "\n\n(cut here: MLflow keeps 8,000 characters; the report has the whole table)"
+    return text if len(text) <= NOTE_CHARS else text[:NOTE_CHARS - len(cut)].rsplit("\n", 1)[0] + cut
 
 
 def summarize_sweep(plan: SweepPlan) -> bool:

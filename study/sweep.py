@@ -145,6 +145,9 @@ def validate(args: argparse.Namespace) -> SweepPlan:
     # reachable (a server probed for seconds, not MLflow's minutes of retries) and undamaged
     check_store(plan.mlflow_uri)
     check_optuna_uri(plan.optuna_uri)
+    if plan.optuna_uri == plan.mlflow_uri:
+        raise ValueError(f"--optuna-storage {plan.optuna_uri}: the MLflow store's database too; the two keep "
+                         "their schemas' versions in one table each, so give Optuna a database of its own")
     if not args.resume:
         check_new_studies(plan.optuna_uri, name)
     if not remote:

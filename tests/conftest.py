@@ -60,7 +60,8 @@ def smoke_sweep(tmp_path_factory):
     """One default `python -m study.sweep kpcl --smoke --name smoke` as a user runs it: its own
     process and local Ray, without the test session's RAY_AUTH_MODE and Tune logger settings.
     Its stores (runs/mlflow.db, runs/optuna.db) and rows serve every test that reads a
-    finished sweep; those tests only read them.
+    finished sweep; those tests only read them (the browser test adds a shared view of the
+    runs table to the experiment, as the UI's Share button would).
     Returns (exit status, storage folder, stdout, stderr)."""
     storage = tmp_path_factory.mktemp("smoke") / "runs"
     test_only = ("RAY_AUTH_MODE", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")

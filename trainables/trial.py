@@ -67,9 +67,12 @@ class DataPlan:
 
 
 def draw_digest(cfg: TrialConfig, indices: torch.Tensor) -> str:
-    """16 hex digits naming a long-tailed train set: the dataset, its generation seed and the
-    pool indices drawn [n]. Trials on the same images share it (MLflow groups their runs)."""
-    digest = hashlib.sha256(f"{cfg.data.dataset}:{cfg.data.data_seed}:".encode())
+    """16 hex digits naming a long-tailed train set: the data settings that make the pool
+    (all but where its files are, and the ratio and total that the indices already say) and
+    the pool indices drawn [n]. Trials on the same images share it (MLflow groups their runs)."""
+    local = {"data_root", "image_root", "cache_dir", "download", "imbalance_ratio", "total"}
+    settings = {k: v for k, v in sorted(dataclasses.asdict(cfg.data).items()) if k not in local}
+    digest = hashlib.sha256(json.dumps(settings, default=str).encode())
     digest.update(indices.to(torch.int64).cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 

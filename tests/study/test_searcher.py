@@ -2,6 +2,7 @@
 Tune's controller would call them, without a Tune run or a Ray cluster."""
 
 import optuna
+import pytest
 import ray
 from optuna.trial import TrialState
 
@@ -276,3 +277,35 @@ def test_a_resumed_search_takes_up_its_studies_in_the_storage_without_duplicates
     again.resume(resume_state(tmp_path, METRICS))
     assert [(t.state, t.values) for t in again.study(0).trials] == [
         (t.state, t.values) for t in resumed.study(0).trials]
+
+
+def test_resuming_again_and_again_from_a_rebuilt_study_never_adds_a_trial_twice(tmp_path):
+    """The first resume rebuilds the study from the journal (the sweep folder was copied without
+    its database), with a pending trial between finished ones; every later resume finds each
+    trial by its journal n, whatever number the rebuilt study gave it."""
+    from study.journal import FILE, resume_state
+    args = (space, METRICS, [1], 0)
+    original = LevelSearch(*args, journal_file=tmp_path / FILE)              # its studies in memory
+    configs = [original.suggest(f"t{n}") for n in range(3)]
+    _rows(tmp_path, ["t0", "t2"], [configs[0], configs[2]], _values)          # t1 has no row yet
+    counts = []
+    for resume in range(3):
+        again = LevelSearch(*args, journal_file=tmp_path / FILE, storage=_sqlite(tmp_path), sweep="s")
+        again.resume(resume_state(tmp_path, METRICS))
+        counts.append([(t.user_attrs["n"], t.state.name) for t in again.study(0).trials])
+    assert counts[0] == [(0, "COMPLETE"), (2, "COMPLETE")]                    # t1 waits for its rerun
+    assert counts[1] == counts[2] == counts[0]
+    assert again.suggest("t1b") == configs[1] and [t.user_attrs["n"] for t in again.study(0).trials] == [0, 2, 1]
+
+
+def test_a_study_of_the_same_name_with_another_sweeps_trials_is_refused(tmp_path):
+    from study.searcher import StudyTaken
+    mine = {"sweep_id": "a" * 32}
+    _run(LevelSearch(space, METRICS, [1], 0, storage=_sqlite(tmp_path), sweep="x", attrs=mine), 2)
+    LevelSearch(space, METRICS, [1], 0, storage=_sqlite(tmp_path), sweep="x", attrs=mine)   # its own: taken up
+    with pytest.raises(StudyTaken, match="holds study x:ratio=1 with trials of another sweep"):
+        LevelSearch(space, METRICS, [1], 0, storage=_sqlite(tmp_path), sweep="x", attrs={"sweep_id": "b" * 32})
+    # a study of that name without trials (a sweep that failed before its first) is taken over
+    empty = LevelSearch(space, METRICS, [10], 0, storage=_sqlite(tmp_path), sweep="y", attrs=mine)
+    LevelSearch(space, METRICS, [10], 0, storage=_sqlite(tmp_path), sweep="y", attrs={"sweep_id": "c" * 32})
+    assert empty.study(0).user_attrs["sweep_id"] == "c" * 32

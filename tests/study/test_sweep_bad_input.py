@@ -83,6 +83,8 @@ BAD = [
     (["kpcl", "--gpus-per-trial", "nan"], "--gpus-per-trial=nan: must be a finite number"),
     (["kpcl", "--gpus-per-trial", "2"], "--gpus-per-trial 2: this machine has no GPUs"),
     (["kpcl", "--optuna-storage", "http://127.0.0.1:5000"], "expected sqlite:///PATH (a file), or a postgresql"),
+    (["kpcl", "--optuna-storage", "sqlite:///same.db", "--mlflow-uri", "sqlite:///same.db"],
+     "the MLflow store's database too"),
     (["kpcl", "--optuna-storage", "sqlite:///"], "--optuna-storage sqlite:///: expected sqlite:///PATH"),
     (["kpcl", "--optuna-storage", "postgresql://u:p@127.0.0.1:PORT/studies"],
      "--optuna-storage: cannot reach the database at 127.0.0.1"),
@@ -117,7 +119,7 @@ def test_an_optuna_storage_that_is_another_database_or_holds_the_sweeps_studies_
     taken.parent.mkdir()
     optuna.create_study(study_name="taken:ratio=10", storage=f"sqlite:///{taken}").ask()
     for argv, words in [(["--optuna-storage", f"sqlite:///{other}"], "not an Optuna storage (no studies table)"),
-                        (["--name", "taken"], "already holds study taken:ratio=10 with 1 trial(s); continue it "
+                        (["--name", "taken"], "already holds study taken:ratio=10 with 1 trial(s); continue that sweep "
                                               "with --resume taken")]:
         with pytest.raises(SystemExit) as exit_:
             main(["kpcl", "--smoke", *argv, "--storage", str(tmp_path / "runs")])

@@ -87,10 +87,14 @@ class ModelConfig:
         within("model.proj_dim", self.proj_dim, 1, LIMITS["model.proj_dim"])
 
 
+KCL_VARIANTS = ("harness", "balfeat")
+
+
 @dataclass(frozen=True)
 class LossConfig:
     """The pretraining loss, one of trainables.objectives.LOSSES; which of these keys a
-    loss reads is declared there (k, mode, queue_size and momentum: kcl only)."""
+    loss reads is declared there (k, mode: kcl only; queue_size, momentum, kcl_variant:
+    its queue mode only)."""
     name: str = "kcl"
     # 0.3, not the literature's 0.1: at CPU batch sizes (128) with SGD, t = 0.1 left
     # KCL and SupCon near log(2B - 1) for several epochs on `shapes` (kNN 0.22 after
@@ -100,6 +104,9 @@ class LossConfig:
     mode: str = "batch"         # kcl positives from the batch, or from a MoCo-style queue
     queue_size: int = 4096
     momentum: float = 0.99      # momentum encoder of the queue mode
+    # queue mode: "harness" (both directions, positives drawn at random from the batch's and
+    # the queue's keys) or "balfeat" (BalFeat's official loss; trainables.objectives.QueueKCL)
+    kcl_variant: str = "harness"
 
     def __post_init__(self):
         from trainables.objectives import LOSSES
@@ -110,6 +117,7 @@ class LossConfig:
         check(self.mode in modes, "loss.mode", self.mode, f"one of {modes} with loss.name={self.name!r}")
         within("loss.queue_size", self.queue_size, 1, LIMITS["loss.queue_size"])
         check(0 <= self.momentum < 1, "loss.momentum", self.momentum, "in [0, 1)")
+        check(self.kcl_variant in KCL_VARIANTS, "loss.kcl_variant", self.kcl_variant, f"one of {KCL_VARIANTS}")
 
 
 @dataclass(frozen=True)

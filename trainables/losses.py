@@ -106,6 +106,48 @@ def sample_k_per_row(candidates: torch.Tensor, k: int, generator: torch.Generato
     return chosen & candidates
 
 
+def first_k_per_row(candidates: torch.Tensor, k: int) -> torch.Tensor:
+    """[M, K] bool: the first k True entries of each row (lowest column index), all of a
+    row with fewer. BalFeat picks its positives with topk over a 0/1 mask, whose choice
+    among equal values torch leaves unspecified; this is that choice made in slot order."""
+    return candidates & (candidates.cumsum(1) <= k)
+
+
+def balfeat_kcl_loss(q: torch.Tensor, k_own: torch.Tensor, queue: torch.Tensor, queue_labels: torch.Tensor,
+                     labels: torch.Tensor, k: int, temperature: float,
+                     queue_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queue-mode KCL as BalFeat's official code computes it (moco/kcl_builder.py, loss
+    type v1, with its soft-label cross-entropy):
+
+        logits_i = [q_i.k_i, q_i.queue_1, ..., q_i.queue_K] / t         (the batch's other keys: not keys)
+        P_i      = {k_i} + the first k queue slots with label y_i          (older keys of image i included,
+                                                                         as ordinary same-label candidates)
+        loss     = mean_i  -(1/|P_i|) sum_{p in P_i} log softmax(logits_i)_p    (one direction: view 1 -> 2)
+
+    Args:
+        q: [B, D] L2-normalised queries (view 1); k_own: [B, D] their own keys (view 2).
+        queue: [K, D] L2-normalised keys; queue_labels: [K] (-1: a slot never written).
+        labels: [B]; k: positives taken from the queue; temperature: t > 0.
+        queue_valid: optional [K] bool, False slots left out of every denominator (the
+            harness fills its queue while training; BalFeat fills it before, in a pass).
+    Returns:
+        (the loss, the mean number of positives per anchor).
+    """
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    with torch.autocast(q.device.type, enabled=False):
+        own = (q.to(dtype) * k_own.to(dtype)).sum(1, keepdim=True)               # [B, 1]
+        logits = torch.cat([own, q.to(dtype) @ queue.to(dtype).T], dim=1) / temperature   # [B, 1 + K]
+    if queue_valid is not None:
+        valid = torch.cat([torch.ones_like(queue_valid[:1]), queue_valid])
+        logits = logits.masked_fill(~valid[None, :], float("-inf"))
+    same = (labels[:, None] == queue_labels[None, :]) & (queue_labels[None, :] >= 0)
+    positives = torch.cat([torch.ones_like(labels[:, None], dtype=torch.bool), first_k_per_row(same, k)], dim=1)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    n_pos = positives.sum(1)
+    per_anchor = -torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(1) / n_pos
+    return per_anchor.mean(), n_pos.float().mean()
+
+
 def simclr_mask(labels: torch.Tensor, k: int = 0, generator=None) -> torch.Tensor:
     """[2n, 2n]: the other view is the only positive. labels: [2n] (unused)."""
     return other_view_mask(len(labels) // 2, labels.device)

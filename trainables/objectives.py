@@ -29,6 +29,7 @@ from torch import nn
 
 from trainables.config import TrialConfig
 from trainables.losses import (
+    balfeat_kcl_loss,
     contrastive_loss,
     kcl_mask,
     same_label_mask,
@@ -94,9 +95,19 @@ class QueueKCL(nn.Module):
     as a negative. No Shuffle-BN: on one device the batch's keys share BN
     statistics, a leak MoCo avoids across GPUs; the other images' keys in the
     batch are negatives too, which blunts it.
+
+    `loss.kcl_variant`: "harness" is the above. "balfeat" is BalFeat's official loss
+    (trainables.losses.balfeat_kcl_loss), which differs from it in four ways:
+    1. the batch's other keys are not keys (only the anchor's own key and the queue);
+    2. the k extra positives are the first k same-label queue slots, not a random draw;
+    3. the anchor's older keys in the queue are ordinary candidates: a positive if among
+       those k, otherwise a negative;
+    4. one direction (view 1's queries against view 2's keys), not both averaged.
+    Both enqueue the keys of one view, and both leave never-written queue slots out of
+    the denominators (BalFeat fills its queue in a pass before training instead).
     """
     views = 2
-    reads = (*CONTRASTIVE_KEYS, "loss.queue_size", "loss.momentum")
+    reads = (*CONTRASTIVE_KEYS, "loss.queue_size", "loss.momentum", "loss.kcl_variant")
 
     def __init__(self, encoder: nn.Module, num_classes: int, cfg: TrialConfig, generator=None):
         super().__init__()
@@ -109,7 +120,7 @@ class QueueKCL(nn.Module):
         self.register_buffer("queue_ids", torch.full((cfg.loss.queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_len", torch.zeros((), dtype=torch.long))   # slots filled
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))   # next write
-        self.k, self.temperature = cfg.loss.k, cfg.loss.temperature
+        self.k, self.temperature, self.variant = cfg.loss.k, cfg.loss.temperature, cfg.loss.kcl_variant
         self.momentum, self.generator = cfg.loss.momentum, generator
 
     @torch.no_grad()
@@ -151,8 +162,20 @@ class QueueKCL(nn.Module):
         return (contrastive_loss(q, mask, self.temperature, keys=keys, key_valid=valid),
                 mask.sum(1).float().mean())
 
+    def _balfeat(self, views, y, ids):
+        """BalFeat's loss: view 1's queries against view 2's own keys and the queue."""
+        q = F.normalize(self.head(self.encoder(views[0])), dim=1)
+        k_own = self._keys(views[1])
+        # a copy: the enqueue below overwrites the queue that the backward pass reads
+        loss, n_pos = balfeat_kcl_loss(q, k_own, self.queue.clone(), self.queue_labels, y, self.k,
+                                       self.temperature, queue_valid=self.queue_labels >= 0)
+        self._enqueue(k_own, y, ids)
+        return loss, n_pos
+
     def forward(self, views, y, ids):
         self._momentum_update()
+        if self.variant == "balfeat":
+            return self._balfeat(views, y, ids)
         q1, q2 = F.normalize(self.head(self.encoder(torch.cat(views))), dim=1).chunk(2)
         k1, k2 = self._keys(torch.cat(views)).chunk(2)
         queue = (self.queue, self.queue_labels, self.queue_ids)

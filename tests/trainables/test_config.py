@@ -75,6 +75,7 @@ def test_unknown_keys_are_rejected_by_name():
     ("loss.name", "triplet", "one of"),
     ("data.dataset", "mnist", "one of"),
     ("loss.mode", "ring", "one of ('batch', 'queue')"),
+    ("loss.kcl_variant", "moco", "one of ('harness', 'balfeat')"),
     ("eval.sigma", 0.0, "> 0"),
     ("optim.lr", 0.0, "> 0"),
     ("optim.epochs", -1, ">= 0"),
@@ -111,9 +112,9 @@ def test_active_only_hides_the_knobs_a_loss_ignores():
 
 @pytest.mark.parametrize("flat, inactive", [
     ({"loss.name": "ce"}, {"loss.temperature", "model.proj_dim", "loss.k", "loss.mode", "loss.queue_size",
-                           "loss.momentum"}),
-    ({"loss.name": "supcon"}, {"loss.k", "loss.mode", "loss.queue_size", "loss.momentum"}),
-    ({"loss.name": "kcl"}, {"loss.queue_size", "loss.momentum"}),
+                           "loss.momentum", "loss.kcl_variant"}),
+    ({"loss.name": "supcon"}, {"loss.k", "loss.mode", "loss.queue_size", "loss.momentum", "loss.kcl_variant"}),
+    ({"loss.name": "kcl"}, {"loss.queue_size", "loss.momentum", "loss.kcl_variant"}),
     ({"loss.name": "kcl", "loss.mode": "queue"}, set()),
 ])
 def test_inactive_loss_keys_follow_what_each_objective_declares(flat, inactive):

@@ -199,3 +199,55 @@ def test_bf16_autocast_and_float32_losses_agree():
             losses.append(float(loss.detach()))
         assert abs(losses[1] - losses[0]) <= 0.02 * abs(losses[0]), (name, losses)
         assert losses[0] > 0.1                         # a real loss, not a vacuous 0 == 0
+
+
+def _balfeat_by_hand(q, k_own, queue, queue_labels, labels, k, t):
+    """BalFeat's loss re-typed from its official code (kcl_builder.KCL.forward, loss type v1,
+    util.SoftCrossEntropyLoss), row by row: logits [q.k_own, q.queue] / t; soft labels 1 on
+    the own key and on the first k same-label queue slots, normalised; cross-entropy."""
+    losses = []
+    for i in range(len(q)):
+        logits = torch.cat([(q[i] * k_own[i]).sum()[None], queue @ q[i]]) / t
+        chosen = [j for j in range(len(queue)) if queue_labels[j] == labels[i]][:k]
+        soft = torch.zeros(len(queue) + 1, dtype=q.dtype)
+        soft[0] = 1.0
+        soft[[1 + j for j in chosen]] = 1.0
+        soft = soft / soft.sum()
+        losses.append(-(soft * torch.log_softmax(logits, 0)).sum())
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("k", [0, 2, 50])
+def test_the_balfeat_variant_equals_an_independent_retyping_of_the_official_loss(k):
+    from trainables.losses import balfeat_kcl_loss
+    g = torch.Generator().manual_seed(k)
+    q, k_own, queue = (F.normalize(torch.randn(n, 8, generator=g, dtype=torch.float64), dim=1) for n in (6, 6, 40))
+    labels, queue_labels = torch.randint(0, 4, (6,), generator=g), torch.randint(0, 4, (40,), generator=g)
+    loss, n_pos = balfeat_kcl_loss(q, k_own, queue, queue_labels, labels, k, 0.2)
+    assert torch.allclose(loss, _balfeat_by_hand(q, k_own, queue, queue_labels, labels, k, 0.2))
+    counts = [(queue_labels == y).sum().item() for y in labels]
+    assert float(n_pos) == pytest.approx(sum(1 + min(k, c) for c in counts) / 6)
+    # never-written slots (label -1, masked out) count as if the queue were shorter
+    empty = torch.cat([queue, torch.zeros(5, 8, dtype=torch.float64)])
+    labels_empty = torch.cat([queue_labels, torch.full((5,), -1)])
+    masked, _ = balfeat_kcl_loss(q, k_own, empty, labels_empty, labels, k, 0.2, queue_valid=labels_empty >= 0)
+    assert torch.allclose(masked, loss)
+
+
+def test_the_balfeat_objective_runs_one_direction_without_the_batchs_other_keys():
+    from trainables.losses import balfeat_kcl_loss
+    obj = _objective(**{"loss.mode": "queue", "loss.kcl_variant": "balfeat", "loss.k": 3, "loss.queue_size": 16})
+    views, y, ids = _views(), Y, torch.arange(6)
+    loss, n_pos = obj(views, y, ids)
+    loss.backward()                      # the enqueue after the loss left its graph intact
+    # by hand, from the same encoders (the momentum update already ran: the key encoder is a copy)
+    q = F.normalize(obj.head(obj.encoder(views[0])), dim=1)
+    k_own = obj._keys(views[1])
+    empty = torch.zeros(16, 8)
+    expected, _ = balfeat_kcl_loss(q, k_own, empty, torch.full((16,), -1), y, 3, obj.temperature,
+                                   queue_valid=torch.zeros(16, dtype=torch.bool))
+    assert torch.allclose(loss, expected, atol=1e-6) and float(n_pos) == 1.0     # empty queue: own key only
+    # view 2's keys went into the queue, with their labels and image ids
+    assert torch.allclose(obj.queue[:6], k_own, atol=1e-6) and obj.queue_labels[:6].tolist() == Y.tolist()
+    _, n_pos = obj(views, y, ids)        # now the queue holds them: the first 3 same-label slots each
+    assert float(n_pos) == pytest.approx((2 * (1 + 2) + 1 * (1 + 1) + 3 * (1 + 3)) / 6)

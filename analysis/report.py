@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import figures, importance, selection
+from analysis import comparisons, figures, importance, selection
 from analysis.bucket import is_remote, join, local_copy, upload_tree
 from analysis.markdown import escape, markdown_table, one_line
 from analysis.results import load_results
@@ -81,6 +81,7 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
         "reference point (0, 0): one number per front, larger is better; it compares sweeps "
         "of one level, e.g. with and without `--scheduler moasha`.",
         markdown_table(hypervolume_table(ok, names.sweep_objectives(probe, "multi"))),
+        *comparisons.report_section(ok, probe, markdown_table),
         "## Does balancedness depend on the imbalance?",
         "Least-squares slope of p(V) against log10(imbalance ratio), 95% confidence interval "
         "(t distribution), for both probes: the balanced probe's slope is the features' own, "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import comparisons, figures, importance, selection
+from analysis import comparisons, convergence, figures, importance, selection
 from analysis.bucket import is_remote, join, local_copy, upload_tree
 from analysis.markdown import escape, markdown_table, one_line
 from analysis.results import load_results
@@ -34,7 +34,7 @@ __all__ = ["REPORT_COLUMNS", "build_report", "main", "markdown_table", "write_re
 
 # The only columns the report reads: a large sweep loads a fraction of its rows' bytes.
 REPORT_COLUMNS = ["trial_id", "sweep", names.STATUS, "error", "num_classes", "class_counts", "loss.name",
-                  "data.imbalance_ratio", "eval.sigma", *KNOBS,
+                  "data.imbalance_ratio", "data.dataset", "model.arch", "eval.sigma", *KNOBS,
                   *[c for p in names.PROBES for c in (*names.probe_columns(p), names.probe_metric(p, names.PER_CLASS))]]
 FAILURES_SHOWN, ERROR_CHARS = 20, 300
 
@@ -111,6 +111,8 @@ def write_report(paths, out: str | Path | None = None, sigmas=(0.1, 0.5, 1.0), p
     out = Path(out) if out else paths[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
     text = build_report(df, out, list(sigmas), probe)
+    trained = convergence.report_section(paths, ok_trials(df), markdown_table)
+    text += "\n" + "\n\n".join(trained) + "\n" if trained else ""
     knobs = importance.report_section([sweep_folder(p) for p in paths], out, markdown_table)
     text += "\n" + "\n\n".join(knobs) + "\n" if knobs else ""
     if any(selection.has_selection(p) for p in paths):

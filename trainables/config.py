@@ -163,14 +163,14 @@ class ProbeConfig:
 class EvalConfig:
     """Balancedness kernel width, many/medium/few rule, and the kNN monitor."""
     sigma: float = 0.1
-    groups: str = "auto"        # "thirds"; "imagenet": >100 / 20-100 / <20 train images; auto: imagenet for list datasets
+    groups: str = "auto"        # many/medium/few: auto (oltr for list datasets, else thirds), trainables.metrics
     knn_k: int = 20
     knn_temperature: float = 0.07
 
     def __post_init__(self):
         within("eval.sigma", self.sigma, 0, LIMITS["eval.sigma"], open_low=True)
-        check(self.groups in ("auto", "thirds", "imagenet"), "eval.groups", self.groups,
-               "'auto', 'thirds' or 'imagenet'")
+        from trainables.metrics import GROUP_RULES
+        check(self.groups in ("auto", *GROUP_RULES), "eval.groups", self.groups, f"one of {('auto', *GROUP_RULES)}")
         within("eval.knn_k", self.knn_k, 1, LIMITS["eval.knn_k"])
         within("eval.knn_temperature", self.knn_temperature, 0, LIMITS["temperature"], open_low=True)
 
@@ -239,10 +239,10 @@ class TrialConfig:
 
     @property
     def group_rule(self) -> str:
-        """many/medium/few: the ImageNet-LT thresholds for list datasets, count-ranked thirds otherwise."""
+        """many/medium/few: the OLTR thresholds for list datasets, count-ranked thirds otherwise."""
         if self.eval.groups != "auto":
             return self.eval.groups
-        return "imagenet" if self.data.dataset == "imagelist" else "thirds"
+        return "oltr" if self.data.dataset == "imagelist" else "thirds"
 
     @classmethod
     def from_flat(cls, flat: dict[str, typing.Any]) -> "TrialConfig":

@@ -36,13 +36,30 @@ def per_class_accuracy(pred: torch.Tensor, target: torch.Tensor, num_classes: in
     return (correct / total).tolist()
 
 
+# The count thresholds of the literature's many / medium / few (ImageNet-LT, Places-LT,
+# iNaturalist): name -> (is_many(n), is_few(n)); medium is the rest. They differ only for
+# a class with exactly 20 or exactly 100 train images (code read at the commits named):
+#   oltr         many > 100, few < 20: OLTR's code as released (zhmiao/OpenLongTailRecognition-OLTR
+#                utils.py before 13be118), Decoupling, BALMS, RIDE, TADE/SADE, PaCo, BCL, TDE, LIFT
+#   oltr-master  many >= 100, few <= 20: OLTR's utils.py since 13be118 (2019-08-05)
+#   balfeat      many > 100, few <= 20: BalFeat's util.shot_acc (Kang et al. 2021), GLMC
+THRESHOLD_RULES = {
+    "oltr": (lambda n: n > 100, lambda n: n < 20),
+    "oltr-master": (lambda n: n >= 100, lambda n: n <= 20),
+    "balfeat": (lambda n: n > 100, lambda n: n <= 20),
+}
+ALIASES = {"imagenet": "oltr"}                 # the name this rule had first
+GROUP_RULES = ("thirds", *THRESHOLD_RULES, *ALIASES)
+
+
 def class_groups(class_counts: Sequence[int], rule: str = "thirds") -> dict[str, list[int]]:
     """Split class indices into many / medium / few by their train count.
 
     rule "thirds": count-ranked thirds (head third first; the sizes differ by at most 1).
-    rule "imagenet": the ImageNet-LT thresholds, many > 100, 20 <= medium <= 100, few < 20.
+    rule "oltr" (alias "imagenet"), "oltr-master", "balfeat": the thresholds 100 and 20,
+    each with its literature's boundary at exactly 100 and 20 (THRESHOLD_RULES).
     """
-    counts = list(class_counts)
+    counts, rule = list(class_counts), ALIASES.get(rule, rule)
     if rule == "thirds":
         order = sorted(range(len(counts)), key=lambda c: (-counts[c], c))
         size, extra = divmod(len(order), 3)
@@ -50,11 +67,12 @@ def class_groups(class_counts: Sequence[int], rule: str = "thirds") -> dict[str,
         bounds = [0, sizes[0], sizes[0] + sizes[1], len(order)]
         return {name: sorted(order[bounds[i]:bounds[i + 1]])
                 for i, name in enumerate((names.MANY, names.MEDIUM, names.FEW))}
-    if rule == "imagenet":
-        return {names.MANY: [c for c, n in enumerate(counts) if n > 100],
-                names.MEDIUM: [c for c, n in enumerate(counts) if 20 <= n <= 100],
-                names.FEW: [c for c, n in enumerate(counts) if n < 20]}
-    raise ValueError(f"unknown group rule {rule!r}; choose 'thirds' or 'imagenet'")
+    if rule in THRESHOLD_RULES:
+        many, few = THRESHOLD_RULES[rule]
+        return {names.MANY: [c for c, n in enumerate(counts) if many(n)],
+                names.MEDIUM: [c for c, n in enumerate(counts) if not many(n) and not few(n)],
+                names.FEW: [c for c, n in enumerate(counts) if few(n)]}
+    raise ValueError(f"unknown group rule {rule!r}; choose one of {GROUP_RULES}")
 
 
 def summarize(per_class_acc: Sequence[float], class_counts: Sequence[int],

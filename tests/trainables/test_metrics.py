@@ -107,6 +107,16 @@ def test_class_groups_imagenet_thresholds():
     assert groups == {"many": [0, 1, 7], "medium": [2, 3, 4], "few": [5, 6]}
 
 
+@pytest.mark.parametrize("rule, at_100, at_20", [("oltr", "medium", "medium"), ("imagenet", "medium", "medium"),
+                                                 ("oltr-master", "many", "few"), ("balfeat", "medium", "few")])
+def test_the_literatures_threshold_rules_differ_only_at_exactly_100_and_20(rule, at_100, at_20):
+    counts = [500, 101, 100, 99, 21, 20, 19, 1]
+    groups = class_groups(counts, rule)
+    where = {c: name for name, cls in groups.items() for c in cls}
+    assert [where[c] for c in (0, 1, 3, 4, 6, 7)] == ["many", "many", "medium", "medium", "few", "few"]
+    assert (where[2], where[5]) == (at_100, at_20)
+
+
 def test_class_groups_unknown_rule_raises():
     with pytest.raises(ValueError):
         class_groups([1, 2, 3], "quartiles")

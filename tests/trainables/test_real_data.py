@@ -148,7 +148,7 @@ def test_bad_list_lines_name_the_file_and_line(list_root, line, words, capsys):
 def test_smoke_trial_on_a_list_dataset_uses_the_imagenet_thresholds(list_root):
     cfg = TrialConfig.from_flat({**SMOKE, "data.dataset": "imagelist", "data.data_root": str(list_root),
                                  "data.image_size": 16, "optim.batch_size": 8})
-    assert cfg.group_rule == "imagenet"
+    assert cfg.group_rule == "oltr"
     plan = plan_data(cfg)
     assert plan.class_counts == [12, 6, 3]
     result = run_trial(cfg)

@@ -1,0 +1,123 @@
+"""How far from converged an encoder is: its last epoch's validation kNN accuracy as a
+fraction of the plateau its loss reaches on that dataset and architecture when trained
+long enough.
+
+    plateau(curve)       mean validation kNN accuracy over the last TAIL of a long run's epochs
+    convergence(trial)   knn_acc(trial's last epoch) / plateau(loss, dataset, arch)
+
+The plateaus are measured once, from long single trials (`python -m analysis.convergence
+CURVE.json ...` reads the JSON results of `python -m trainables.trial ... --output
+CURVE.json` and prints the rows of PLATEAUS), and kept in PLATEAUS below with the
+command and commit that measured them. A trial whose (loss, dataset, arch) has no
+measured plateau gets NaN, never a guess.
+
+    python -m analysis.convergence curves/ce.json curves/kcl.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from trainables import names
+
+TAIL = 0.1                 # the plateau: the mean over the last 10% of a long run's epochs
+
+
+@dataclass(frozen=True)
+class Plateau:
+    knn_acc: float         # validation kNN accuracy at the plateau
+    epochs: int            # the long run's length
+    to_90: int | None      # the first epoch at which the run reached 90% of it
+    command: str           # how it was measured (a trainables.trial command) and at which commit
+
+
+# (loss, dataset, arch) -> Plateau; measured (docs/results.md, "Learning curves").
+PLATEAUS: dict[tuple[str, str, str], Plateau] = {}
+
+
+def plateau_of(curve: Sequence[float], tail: float = TAIL) -> float:
+    """The mean of the last ceil(tail * n) values of a per-epoch curve [n]."""
+    values = [float(v) for v in curve]
+    last = values[-max(1, math.ceil(tail * len(values))):]
+    return sum(last) / len(last)
+
+
+def epochs_to(curve: Sequence[float], fraction: float, plateau: float) -> int | None:
+    """The first epoch (1-based) whose value reaches fraction * plateau; None if none does."""
+    return next((e for e, v in enumerate(curve, start=1) if v >= fraction * plateau), None)
+
+
+def convergence_table(rows: pd.DataFrame, history: pd.DataFrame, plateaus=None) -> pd.DataFrame:
+    """Per trial (rows: trial_id, loss.name, data.dataset, model.arch, data.imbalance_ratio):
+    its last epoch's kNN accuracy, the reference plateau and their ratio (NaN without one)."""
+    plateaus = PLATEAUS if plateaus is None else plateaus
+    if history.empty:
+        return pd.DataFrame()
+    last = history.sort_values(names.EPOCH).groupby("trial_id")[[names.EPOCH, names.KNN_ACC]].last()
+    out = rows.merge(last, left_on="trial_id", right_index=True)
+    reference = [plateaus.get((r["loss.name"], r["data.dataset"], r["model.arch"]))
+                 for r in out.to_dict("records")]
+    out["plateau"] = [p.knn_acc if p else math.nan for p in reference]
+    out["convergence"] = out[names.KNN_ACC] / out["plateau"]
+    return out[["trial_id", "loss.name", "data.imbalance_ratio", names.EPOCH, names.KNN_ACC, "plateau",
+                "convergence"]]
+
+
+def measure(result: dict) -> tuple[tuple[str, str, str], Plateau]:
+    """A long trial's JSON result -> its PLATEAUS entry (the command left for the caller)."""
+    config, curve = result["config"], [e[names.KNN_ACC] for e in result["history"]]
+    plateau = plateau_of(curve)
+    key = (config["loss.name"], config["data.dataset"], config["model.arch"])
+    return key, Plateau(round(plateau, 4), len(curve), epochs_to(curve, 0.9, plateau), "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.convergence", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", help="JSON results of long trials (trainables.trial --output)")
+    args = parser.parse_args(argv)
+    for path in args.results:
+        with open(path) as f:
+            key, plateau = measure(json.load(f))
+        print(f"{key}: Plateau(knn_acc={plateau.knn_acc}, epochs={plateau.epochs}, to_90={plateau.to_90}, "
+              f"command=...),")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def report_section(paths, ok: pd.DataFrame, markdown_table) -> list[str]:
+    """The report's convergence section: per loss and level, the trials' mean and lowest
+    convergence, and which trials have no reference plateau; nothing without a history."""
+    from analysis.results import load_history
+    history = pd.concat([load_history(p, columns=["trial_id", names.EPOCH, names.KNN_ACC]) for p in paths])
+    table = convergence_table(ok[["trial_id", "loss.name", "data.dataset", "model.arch", "data.imbalance_ratio"]],
+                              history) if len(history) else pd.DataFrame()
+    if table.empty:
+        return []
+    parts = ["## How far from converged",
+             f"Each trial's validation kNN accuracy at its last epoch as a fraction of its loss's plateau on "
+             f"this dataset and architecture (the mean over the last {TAIL:.0%} of a long run's epochs; "
+             "`analysis/convergence.py` holds the plateaus with the commands that measured them). Below "
+             "about 0.9 an encoder is still learning, and a comparison with it compares training lengths too."]
+    measured = table.dropna(subset=["convergence"])
+    if len(measured):
+        summary = measured.groupby(["loss.name", "data.imbalance_ratio"])["convergence"].agg(
+            trials="size", mean="mean", lowest="min").reset_index()
+        parts.append(markdown_table(summary))
+    missing = table[table["convergence"].isna()]
+    if len(missing):
+        keys = sorted({(r["loss.name"], r["data.dataset"], r["model.arch"])
+                       for r in ok[ok["trial_id"].isin(missing["trial_id"])].to_dict("records")})
+        parts.append(f"No measured plateau for {len(missing)} trial(s): "
+                     + ", ".join(f"{loss} on {data} with {arch}" for loss, data, arch in keys) + ".")
+    return parts

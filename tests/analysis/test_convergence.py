@@ -1,0 +1,42 @@
+"""Convergence: a trial's last kNN accuracy against its loss's measured plateau, by hand."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from analysis.convergence import Plateau, convergence_table, epochs_to, main, measure, plateau_of
+
+CURVE = [0.10, 0.30, 0.50, 0.60, 0.62, 0.61, 0.63, 0.62, 0.62, 0.61, 0.64, 0.60, 0.62, 0.61, 0.63, 0.62, 0.61,
+         0.62, 0.63, 0.61]                           # 20 epochs: the last 10% is epochs 19 and 20
+
+
+def test_the_plateau_is_the_mean_of_the_last_tenth_and_the_epochs_to_90_percent():
+    assert plateau_of(CURVE) == pytest.approx((0.63 + 0.61) / 2)
+    assert plateau_of([0.5]) == 0.5 and plateau_of(CURVE, tail=0.5) == pytest.approx(sum(CURVE[10:]) / 10)
+    assert epochs_to(CURVE, 0.9, 0.62) == 4                   # 0.60 >= 0.558; 0.50 is not
+    assert epochs_to(CURVE, 0.9, 1.0) is None
+
+
+def test_each_trial_gets_its_last_epochs_knn_accuracy_over_its_losss_plateau():
+    rows = pd.DataFrame([{"trial_id": t, "loss.name": loss, "data.dataset": "shapes", "model.arch": "cnn",
+                          "data.imbalance_ratio": 10.0} for t, loss in (("a", "kcl"), ("b", "simclr"))])
+    curves = {"a": [0.2, 0.5, 0.6], "b": [0.1, 0.2]}
+    history = pd.DataFrame([{"trial_id": t, "epoch": e, "knn_acc": acc}
+                            for t, accs in curves.items() for e, acc in enumerate(accs, 1)])
+    plateaus = {("kcl", "shapes", "cnn"): Plateau(0.75, 300, 40, "by hand")}
+    table = convergence_table(rows, history.sample(frac=1, random_state=0), plateaus).set_index("trial_id")
+    assert table.loc["a", "epoch"] == 3 and table.loc["a", "convergence"] == pytest.approx(0.6 / 0.75)
+    assert math.isnan(table.loc["b", "plateau"]) and math.isnan(table.loc["b", "convergence"])   # no reference
+
+
+def test_a_long_trials_json_becomes_a_plateaus_row(tmp_path, capsys):
+    result = {"config": {"loss.name": "kcl", "data.dataset": "shapes", "model.arch": "cnn"},
+              "history": [{"epoch": e, "knn_acc": acc} for e, acc in enumerate(CURVE, 1)]}
+    key, plateau = measure(result)
+    assert key == ("kcl", "shapes", "cnn") and plateau.knn_acc == 0.62 and plateau.epochs == 20
+    assert plateau.to_90 == 4
+    (tmp_path / "kcl.json").write_text(json.dumps(result))
+    assert main([str(tmp_path / "kcl.json")]) == 0
+    assert capsys.readouterr().out.startswith("('kcl', 'shapes', 'cnn'): Plateau(knn_acc=0.62, epochs=20, to_90=4")

@@ -6,7 +6,6 @@ STUDY_SCREENSHOTS=DIR keeps the screenshots there (how docs/img/ was made).
 
 import json
 import os
-import shutil
 
 import pytest
 from browser import chromium, dom, js_number, mlflow_ui, optuna_dashboard, screenshot
@@ -17,13 +16,16 @@ pytestmark = pytest.mark.skipif(chromium() is None, reason="Chromium is not inst
 OBJECTIVES = ("lt/top1", "lt/balancedness")
 
 
-def _keep(png, name: str) -> None:
-    assert png.stat().st_size > 10_000                 # a rendered page, not a blank one
-    if os.environ.get("STUDY_SCREENSHOTS"):
-        shutil.copy(png, os.path.join(os.environ["STUDY_SCREENSHOTS"], name))
+def _keep(url: str, name: str) -> None:
+    """With STUDY_SCREENSHOTS=DIR, a screenshot of the page as DIR/name (a few seconds each:
+    only when asked for)."""
+    folder = os.environ.get("STUDY_SCREENSHOTS")
+    if folder:
+        png = screenshot(url, os.path.join(folder, name))
+        assert png.stat().st_size > 10_000             # a rendered page, not a blank one
 
 
-def test_the_mlflow_ui_shows_the_sweeps_parent_run_its_child_runs_and_their_objectives(smoke_sweep, tmp_path):
+def test_the_mlflow_ui_shows_the_sweeps_parent_run_its_child_runs_and_their_objectives(smoke_sweep):
     from mlflow.tracking import MlflowClient
     code, storage, _, _ = smoke_sweep
     assert code == 0
@@ -58,10 +60,10 @@ def test_the_mlflow_ui_shows_the_sweeps_parent_run_its_child_runs_and_their_obje
             assert child.info.run_name in shown["attributes.`Run Name`"]
             assert [shown[f"metrics.`{m}`"] for m in OBJECTIVES] == [
                 js_number(child.data.metrics[m]) for m in OBJECTIVES]
-        _keep(screenshot(url, tmp_path / "mlflow.png"), "mlflow-runs.png")
+        _keep(url, "mlflow-runs.png")
 
 
-def test_optuna_dashboard_lists_each_study_of_the_sweep_with_its_trial_count(smoke_sweep, tmp_path):
+def test_optuna_dashboard_lists_each_study_of_the_sweep_with_its_trial_count(smoke_sweep):
     import optuna
     code, storage, _, _ = smoke_sweep
     assert code == 0
@@ -81,6 +83,5 @@ def test_optuna_dashboard_lists_each_study_of_the_sweep_with_its_trial_count(smo
             page = dom(f"{base}/dashboard/studies/{cards[name]}/trials")
             assert f"{name} (id={cards[name]})" in page.text()
             assert f"{n} Trials" in [p.text() for p in page.all(lambda n: n.tag == "p")]
-        _keep(screenshot(f"{base}/dashboard", tmp_path / "optuna.png"), "optuna-dashboard.png")
-        first = cards["smoke:ratio=1"]
-        _keep(screenshot(f"{base}/dashboard/studies/{first}", tmp_path / "study.png"), "optuna-study.png")
+        _keep(f"{base}/dashboard", "optuna-dashboard.png")
+        _keep(f"{base}/dashboard/studies/{cards['smoke:ratio=1']}", "optuna-study.png")

@@ -161,6 +161,7 @@ def _wait(predicate, seconds: float, what: str):
     raise TimeoutError(what)
 
 
+@pytest.mark.slow      # 53 s; the job path itself is in CI (test_a_sweep_submitted_as_a_ray_job...)
 def test_a_stopped_job_is_resumed_as_a_new_job(cluster, tmp_path):
     folder = driver_folder(tmp_path)
     command = _job_command(cluster, "job2")

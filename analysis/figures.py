@@ -164,3 +164,21 @@ def importance_figure(table: pd.DataFrame, out: Path) -> Path:
     axes[0][0].legend(title="loss, level")
     fig.suptitle("Which searched knob mattered")
     return save_figure(fig, out / "importance.png")
+
+
+def learning_curves(results: list[dict], path) -> Path:
+    """Validation kNN accuracy against the epoch, one line per long trial (its loss), each
+    with its plateau (analysis.convergence) dashed."""
+    from analysis.convergence import plateau_of
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for result in results:
+        loss = result["config"]["loss.name"]
+        curve = [e[names.KNN_ACC] for e in result["history"]]
+        ax.plot(range(1, len(curve) + 1), curve, color=_colour(loss), label=loss)
+        ax.axhline(plateau_of(curve), color=_colour(loss), linestyle="--", linewidth=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation kNN accuracy (fraction)")
+    ax.set_title("Learning curves (dashed: the plateau, mean of the last 10% of epochs)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="loss")
+    return save_figure(fig, Path(path))

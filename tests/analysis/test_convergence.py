@@ -38,5 +38,6 @@ def test_a_long_trials_json_becomes_a_plateaus_row(tmp_path, capsys):
     assert key == ("kcl", "shapes", "cnn") and plateau.knn_acc == 0.62 and plateau.epochs == 20
     assert plateau.to_90 == 4
     (tmp_path / "kcl.json").write_text(json.dumps(result))
-    assert main([str(tmp_path / "kcl.json")]) == 0
+    assert main([str(tmp_path / "kcl.json"), "--figure", str(tmp_path / "curves.png")]) == 0
     assert capsys.readouterr().out.startswith("('kcl', 'shapes', 'cnn'): Plateau(knn_acc=0.62, epochs=20, to_90=4")
+    assert (tmp_path / "curves.png").stat().st_size > 0

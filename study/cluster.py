@@ -50,19 +50,23 @@ def check_cluster(plan: SweepPlan) -> None:
     (Ray would keep the trial pending forever)."""
     import ray
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    ask = {"CPU": plan.cpus_per_trial, "GPU": trial_gpus(plan), **plan.trial_resources}
+    ask = trial_ask(plan)
     if any(all(n.get(k, 0) >= v for k, v in ask.items()) for n in nodes):
         return
     have = "; ".join(_amounts({k: n.get(k, 0) for k in ask}) for n in nodes) or "no nodes"
     raise Refused(f"a trial asks for {_amounts(ask)} on one node; the cluster's nodes have {have}")
 
 
+def trial_ask(plan: SweepPlan) -> dict:
+    """The resources one trial asks for: its CPUs, GPUs and custom resources."""
+    return {"CPU": plan.cpus_per_trial, "GPU": trial_gpus(plan), **plan.trial_resources}
+
+
 def trial_slots(plan: SweepPlan) -> int:
     """How many trials the cluster runs at once: on each live node, how many times a trial's
     resources fit; at most --max-concurrent."""
     import ray
-    ask = {k: v for k, v in {"CPU": plan.cpus_per_trial, "GPU": trial_gpus(plan), **plan.trial_resources}.items()
-           if v > 0}
+    ask = {k: v for k, v in trial_ask(plan).items() if v > 0}
     fits = sum(min(int(n["Resources"].get(k, 0) / v + 1e-9) for k, v in ask.items())
                for n in ray.nodes() if n.get("Alive"))
     return max(1, min(fits, plan.max_concurrent or fits))

@@ -9,6 +9,7 @@ would have logged: the same params, metrics, steps and tags.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -60,7 +61,7 @@ NOTE = "mlflow.note.content"                     # the UI's "Description" of a r
 SHORT = {"data.imbalance_ratio": "r", "seed": "s", "loss.temperature": "t", "optim.weight_decay": "wd"}
 
 
-def run_name(config: dict, keys: set[str]) -> str:
+def run_name(config: dict, keys) -> str:
     """A child run's name from the config keys the sweep varies, e.g. `kcl k=6 t=0.30 r=10 s=0`:
     the loss first, the level and the seed last, every other key by its last part."""
     order = sorted(keys - {"loss.name", "data.imbalance_ratio", "seed"}) + ["data.imbalance_ratio", "seed"]
@@ -191,10 +192,13 @@ def log_batch(client, run_id: str, metrics: dict | None = None, step: int = 0, p
                          tags=[RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()] if first else [])
 
 
-def varied_keys(study: str) -> set[str]:
-    """The config keys a study's sweep sets per trial (what its run names show)."""
+@functools.lru_cache(maxsize=None)
+def varied_keys(study: str) -> frozenset[str]:
+    """The config keys a study's sweep sets per trial (what its run names show); cached: the
+    rows filled in at a sweep's end ask once per row."""
     from study.studies import STUDIES
-    return STUDIES[study].searched_keys() if study in STUDIES else {"loss.name", "data.imbalance_ratio", "seed"}
+    keys = STUDIES[study].searched_keys() if study in STUDIES else {"loss.name", "data.imbalance_ratio", "seed"}
+    return frozenset(keys)
 
 
 def log_dataset(client, run_id: str, config: dict, class_counts, digest: str | None) -> None:

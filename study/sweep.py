@@ -2,7 +2,7 @@
 
     parse and validate everything (exit 2 on bad input, before Ray starts)
     -> STUDIES[STUDY]: search space + base config
-    -> build_tuner: Tuner(tune_trainable, LevelSearch: an OptunaSearch per level x cell,
+    -> build_tuner: Tuner(tune_trainable, LevelSearch: an Optuna study per level x cell,
                           callbacks=[MLflow, Parquet, progress])
     -> trainables.trial.run_trial on the workers, one trial each
     -> summary: Pareto-optimal trials per imbalance level, where the results are

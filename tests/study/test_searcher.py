@@ -24,7 +24,7 @@ def _study(search: LevelSearch, slot: int) -> optuna.Study:
 
 
 def _first_suggestion(seed: int, ratio_range=None) -> dict:
-    """What a bare Optuna study, sampled as study.searcher.optuna_search does (TPE, seed,
+    """What a bare Optuna study, sampled as study.searcher.sampler does (TPE, seed,
     3 startup trials, two maximised objectives), suggests first: no Ray involved."""
     study = optuna.create_study(directions=["maximize"] * 2,
                                 sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=3))

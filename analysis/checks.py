@@ -51,7 +51,7 @@ def _trial_types() -> dict[str, pa.DataType]:
     types = {"trial_id": _STR, "study": _STR, "sweep": _STR, names.STATUS: _STR, "error": _STR,
              names.WALL_TIME: _F64, "device_used": _STR, "git_commit": _STR, "versions": _STR,
              "num_classes": _I64, "class_counts": pa.list_(_I64), "class_order": pa.list_(_I64),
-             "draw_digest": _STR, **_CONFIG}
+             "draw_digest": _STR, names.CONFIRM_COLUMN: _STR, **_CONFIG}
     for probe in names.PROBES:
         types.update({c: _F64 for c in names.probe_columns(probe)})
         types[names.probe_metric(probe, names.PER_CLASS)] = pa.list_(_F64)

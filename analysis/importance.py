@@ -46,6 +46,15 @@ def journal_params(sweep_dirs) -> dict[str, tuple[dict, dict, tuple]]:
     return found
 
 
+def sweep_objectives(sweep_dirs) -> list[str]:
+    """What the sweeps' searches maximised (their journals' objectives, in order); [] for a
+    grid or a journal without them."""
+    found = {}
+    for _, _, objectives in journal_params(sweep_dirs).values():
+        found.update(dict.fromkeys(objectives))
+    return list(found)
+
+
 def _importances(group: pd.DataFrame, searched: dict, objectives) -> dict[str, dict[str, float]]:
     """objective -> {knob: importance} over the group's trials."""
     import optuna

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import comparisons, convergence, figures, importance, selection
+from analysis import comparisons, confirmation, convergence, figures, importance, selection
 from analysis.bucket import is_remote, join, local_copy, upload_tree
 from analysis.markdown import escape, markdown_table, one_line
 from analysis.results import load_results
@@ -34,7 +34,7 @@ __all__ = ["REPORT_COLUMNS", "build_report", "main", "markdown_table", "write_re
 
 # The only columns the report reads: a large sweep loads a fraction of its rows' bytes.
 REPORT_COLUMNS = ["trial_id", "sweep", names.STATUS, "error", "num_classes", "class_counts", "loss.name",
-                  "data.imbalance_ratio", "data.dataset", "model.arch", "eval.sigma", *KNOBS,
+                  "data.imbalance_ratio", "data.dataset", "model.arch", "eval.sigma", *KNOBS, names.CONFIRM_COLUMN,
                   *[c for p in names.PROBES for c in (*names.probe_columns(p), names.probe_metric(p, names.PER_CLASS))]]
 FAILURES_SHOWN, ERROR_CHARS = 20, 300
 
@@ -52,21 +52,35 @@ def failures(df: pd.DataFrame) -> list[str]:
             markdown_table(shown)]
 
 
-def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -> str:
-    """Write the figures into `out` and return the report's markdown."""
+def _trials_line(df: pd.DataFrame, confirmations: pd.DataFrame) -> str:
+    counts = df[names.STATUS].value_counts().to_dict()
+    return (f"Sweeps: {', '.join(escape(s) for s in sorted(df['sweep'].unique()))}. Trials: {len(df)} "
+            f"({', '.join(f'{n} {escape(s)}' for s, n in sorted(counts.items()))}); the tables use the ok ones"
+            + (f". And {len(confirmations)} confirmation trials (the confirmed frontier's)." if len(confirmations)
+               else "."))
+
+
+def _figures(ok: pd.DataFrame, out: Path, probe: str, sigma: float) -> list[Path | None]:
+    return [figures.figure2(ok, out, sigma), figures.tradeoff(ok, out, probe, sigma),
+            figures.kcl_knobs(ok, out, probe, sigma), figures.head_tail(ok, out, probe)]
+
+
+def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str,
+                 objectives: list[str] | None = None) -> str:
+    """Write the figures into `out` and return the report's markdown. Every table but the
+    confirmed frontier's (by `objectives`, default the probe's top-1 and p(V)) reads the
+    search's rows: a confirmation repeats a chosen configuration."""
+    everything, (df, confirmations) = df, confirmation.split(df)
     ok = add_derived(ok_trials(df), sigmas=sigmas)
     if ok.empty:
         raise ValueError("no trial with status ok: nothing to report")
     sigma = float(ok["eval.sigma"].iloc[0])           # the sigma the sweep stored p(V) with
-    made = [figures.figure2(ok, out, sigma), figures.tradeoff(ok, out, probe, sigma),
-            figures.kcl_knobs(ok, out, probe, sigma), figures.head_tail(ok, out, probe)]
+    made = _figures(ok, out, probe, sigma)
     ranking, changed = sigma_ranking(ok, sigmas, probe)
     other = names.BALANCED if probe == names.LT else names.LT
-    counts = df[names.STATUS].value_counts().to_dict()
     parts = [
         "# Balanced feature spaces: sweep report",
-        f"Sweeps: {', '.join(escape(s) for s in sorted(df['sweep'].unique()))}. Trials: {len(df)} "
-        f"({', '.join(f'{n} {escape(s)}' for s, n in sorted(counts.items()))}); the tables use the ok ones.",
+        _trials_line(df, confirmations),
         "p(V) is read beside top-1, never alone: a uniformly poor encoder looks balanced. "
         "CV is the coefficient of variation of the class accuracies (std / mean), a scale-free "
         "spread: high top-1 with low CV is balanced because good; low top-1 is not, whatever p(V) says.",
@@ -81,6 +95,7 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
         "reference point (0, 0): one number per front, larger is better; it compares sweeps "
         "of one level, e.g. with and without `--scheduler moasha`.",
         markdown_table(hypervolume_table(ok, names.sweep_objectives(probe, "multi"))),
+        *confirmation.report_section(everything, objectives or names.sweep_objectives(probe, "multi"), markdown_table),
         *comparisons.report_section(ok, probe, markdown_table),
         "## Does balancedness depend on the imbalance?",
         "Least-squares slope of p(V) against log10(imbalance ratio), 95% confidence interval "
@@ -97,7 +112,7 @@ def build_report(df: pd.DataFrame, out: Path, sigmas: list[float], probe: str) -
         markdown_table(ranking),
         "## Figures",
         *[f"![{p.stem}]({p.name})" for p in made if p is not None],
-        *failures(df),
+        *failures(everything),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -107,11 +122,12 @@ def write_report(paths, out: str | Path | None = None, sigmas=(0.1, 0.5, 1.0), p
     A sweep in a bucket (s3://...) is read from a local copy of its results and journal."""
     paths = [local_copy(str(p), ("results", "journal.jsonl")) if is_remote(p) else Path(p)
              for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    df = load_results(paths, columns=REPORT_COLUMNS)
+    objectives = importance.sweep_objectives([sweep_folder(p) for p in paths])   # what the search maximised
+    df = load_results(paths, columns=list(dict.fromkeys([*REPORT_COLUMNS, *objectives])))
     out = Path(out) if out else paths[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
-    text = build_report(df, out, list(sigmas), probe)
-    trained = convergence.report_section(paths, ok_trials(df), markdown_table)
+    text = build_report(df, out, list(sigmas), probe, objectives)
+    trained = convergence.report_section(paths, ok_trials(confirmation.split(df)[0]), markdown_table)
     text += "\n" + "\n\n".join(trained) + "\n" if trained else ""
     knobs = importance.report_section([sweep_folder(p) for p in paths], out, markdown_table)
     text += "\n" + "\n\n".join(knobs) + "\n" if knobs else ""

@@ -56,6 +56,12 @@ def check_flags(args, study) -> None:
     if args.scheduler == "asha" and args.objective == "multi":
         raise ValueError("--scheduler asha ranks trials on one number (validation kNN accuracy): with "
                          "--objective multi use --scheduler moasha, which ranks them on both objectives")
+    if args.confirm is not None and (args.confirm < 0 or args.confirm == 1):
+        raise ValueError(f"--confirm {args.confirm}: the number of new seeds per frontier member, 0 (off) or "
+                         "at least 2 (an interval needs two)")
+    if study.space is None and args.confirm:
+        raise ValueError(f"--confirm: {args.study} is a grid whose every configuration runs with every seed "
+                         "already (more seeds: --num-samples)")
     if study.space is None and (args.imbalance_range or args.scheduler != "none"):
         raise ValueError(f"{args.study} is a grid, not a search: --imbalance-range and "
                          f"--scheduler {args.scheduler} do not apply")

@@ -4,6 +4,7 @@
       {"n": 3, "trial_id": "3f2a1_00003", "slot": 1, "config": {...},
        "optuna_trial": 1, "objectives": [...], "params": {...}, "distributions": {...}}
 
+A confirmation trial (study.confirm) adds "confirm_of": the search trial it re-runs.
 `n` counts the sweep's trials in the order they were suggested; `slot` is the
 imbalance level x cell the trial belongs to (study.searcher); `optuna_trial`,
 `params` and `distributions` are the Optuna trial's number in the slot's study
@@ -46,6 +47,7 @@ class Entry:
     params: dict = field(default_factory=dict)
     distributions: dict = field(default_factory=dict)
     optuna_trial: int | None = None       # its trial's number in its slot's Optuna study (newest line)
+    confirm_of: str | None = None         # a confirmation trial: the search trial it re-runs
 
 
 @dataclass
@@ -62,6 +64,14 @@ class Resumed:
     done: dict[int, list[float] | None]
     pending: list[tuple[Entry, str | None]]
     stopped: set[int] = field(default_factory=set)
+    rows: dict[int, str] = field(default_factory=dict)     # n -> the trial id whose row it is
+
+    def part(self, confirmations: bool) -> Resumed:
+        """The search's trials (confirmations=False) or the confirmation trials' alone."""
+        keep = {e.n for e in self.entries if (e.confirm_of is not None) == confirmations}
+        return Resumed([e for e in self.entries if e.n in keep], {n: v for n, v in self.done.items() if n in keep},
+                       [p for p in self.pending if p[0].n in keep], self.stopped & keep,
+                       {n: t for n, t in self.rows.items() if n in keep})
 
 
 def append(path: Path, record: dict) -> None:
@@ -100,7 +110,8 @@ def read(path: Path) -> list[Entry]:
             number = record.get("optuna_trial")
             entry = Entry(n, int(record["slot"]), dict(record["config"]), [trial_id],
                           dict(record.get("params", {})), dict(record.get("distributions", {})),
-                          None if number is None else int(number))
+                          None if number is None else int(number),
+                          None if record.get("confirm_of") is None else str(record["confirm_of"]))
         except (ValueError, KeyError, TypeError):
             if i == len(lines) - 1:
                 break
@@ -169,7 +180,7 @@ def resume_state(sweep_dir: Path, objectives: list[str], trials_at: str | None =
     """Rebuild a sweep's progress from its journal, rows and checkpoints (the trial
     folders are in `trials_at`, by default the sweep folder)."""
     trials = sweep_dir / "results" / "trials"
-    entries, done, pending, stopped = read(sweep_dir / FILE), {}, [], set()
+    entries, done, pending, stopped, rows = read(sweep_dir / FILE), {}, [], set(), {}
     for entry in entries:
         row = next((trials / f"{t}.parquet" for t in reversed(entry.trial_ids)
                     if (trials / f"{t}.parquet").exists()), None)
@@ -177,6 +188,7 @@ def resume_state(sweep_dir: Path, objectives: list[str], trials_at: str | None =
             pending.append((entry, newest_checkpoint(trials_at or sweep_dir, entry.trial_ids)))
         else:
             status, done[entry.n] = _objective_values(row, objectives)
+            rows[entry.n] = row.stem
             if status == "stopped":
                 stopped.add(entry.n)
-    return Resumed(entries, done, pending, stopped)
+    return Resumed(entries, done, pending, stopped, rows)

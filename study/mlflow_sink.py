@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from study.mlflow_store import log_batch, log_dataset, log_missing_runs, open_client, run_name, transient, varied_keys
+from study.mlflow_store import (confirm_tags, log_batch, log_dataset, log_missing_runs, open_client, run_name,
+                                transient, varied_keys)
 from study.parquet_sink import error_message, final_result
 from study.records import config_columns
 from study.tracking import Writer, bounded, check_uri, probe_server
@@ -105,9 +106,11 @@ class MlflowSink(Callback):
         if found:
             run_id = found[0].info.run_id
         else:
-            run_id = self.client.create_run(self.experiment_id, run_name=run_name(config, self.name_keys), tags={
+            confirm = confirm_tags(config.get(names.CONFIRM_OF))
+            run_id = self.client.create_run(self.experiment_id, run_name=run_name(config, self.name_keys)
+                                            + (" confirm" if confirm else ""), tags={
                 "mlflow.parentRunId": self.parent_run_id, "trial_id": trial_id,
-                "study": self.study, "sweep": self.sweep, **self.provenance_tags}).info.run_id
+                "study": self.study, "sweep": self.sweep, **self.provenance_tags, **confirm}).info.run_id
         self._log(run_id, params={k: v for k, v in config_columns(config).items() if v is not None})
         self.runs[trial_id] = run_id
         return run_id

@@ -71,6 +71,11 @@ def run_name(config: dict, keys) -> str:
     return " ".join(parts)
 
 
+def confirm_tags(confirm_of) -> dict:
+    """A confirmation trial's run tag (study.confirm): the search trial it re-runs."""
+    return {names.CONFIRM_COLUMN: str(confirm_of)} if names.present(confirm_of) else {}
+
+
 def _short(value) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
         return str(int(value))
@@ -234,9 +239,11 @@ def _log_row(client, state: dict, row: dict, run_id: str | None, history, sweep_
     config = config_columns({k: row[k] if names.present(row.get(k)) else None for k in flat_keys()})
     if run_id is None:
         versions = json.loads(row.get("versions") or "{}")
-        run_id = client.create_run(state["experiment_id"], run_name=run_name(config, varied_keys(row["study"])), tags={
+        confirm = confirm_tags(row.get(names.CONFIRM_COLUMN))
+        run_id = client.create_run(state["experiment_id"], run_name=run_name(config, varied_keys(row["study"]))
+                                   + (" confirm" if confirm else ""), tags={
             "mlflow.parentRunId": state["parent_run_id"], "trial_id": trial_id, "study": row["study"],
-            "sweep": row["sweep"], "git_commit": row["git_commit"],
+            "sweep": row["sweep"], "git_commit": row["git_commit"], **confirm,
             **{f"version.{k}": v for k, v in versions.items()}}).info.run_id
         for epoch in (history[history["trial_id"] == trial_id].to_dict("records") if len(history) else []):
             metrics = {k: epoch[k] for k in names.EPOCH_METRICS if k in epoch}    # older history: fewer

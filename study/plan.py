@@ -58,6 +58,7 @@ class SweepPlan:
     trial_resources: dict = field(default_factory=dict)   # custom Ray resources per trial
     quiet: bool = False                 # --quiet: the summary only (not saved)
     sweep_id: str = ""                  # unique per sweep: whose Optuna studies are whose (older: "")
+    confirm: int = 0                    # new seeds per Pareto-optimal search trial (study.confirm)
 
     @property
     def sweep_dir(self) -> Path:
@@ -269,7 +270,8 @@ def build_plan(args, storage: str | Path, name: str, staging: str = "") -> Sweep
     if ratios:
         check_validation_set(args.scheduler, cfg)
     num_samples, seeds = _trial_counts(study, args, preset, levels)
-    if args.seed + max(num_samples, seeds) - 1 > MAX_SEED:     # later rounds use seed + r
+    confirm = args.confirm if args.confirm is not None else preset.confirm if study.space is not None else 0
+    if args.seed + max(num_samples, seeds) + confirm - 1 > MAX_SEED:     # later rounds use seed + r
         raise ValueError(f"--seed {args.seed}: the sweep's later trials would use seeds above {MAX_SEED}")
     return SweepPlan(study=args.study, name=name, storage=str(storage), base=base, levels=levels,
                      ratio_range=ratio_range, objectives=study.objectives or sweep_objectives(args.probe, args.objective),
@@ -280,5 +282,5 @@ def build_plan(args, storage: str | Path, name: str, staging: str = "") -> Sweep
                      optuna_uri=args.optuna_storage or default_optuna_uri(storage),
                      reuse_actors=not args.no_reuse_actors, max_failures=args.max_failures, staging=staging,
                      trial_resources=trial_resources(args.trial_resource), quiet=args.quiet,
-                     sweep_id=uuid.uuid4().hex)
+                     sweep_id=uuid.uuid4().hex, confirm=confirm)
 

@@ -107,3 +107,14 @@ class Progress(Callback):
         self.failed.add(trial.trial_id)
         self._ended(trial)
         self._print()
+
+
+def quiet_libraries() -> None:
+    """The console is ours: Optuna's line per trial and study, MLflow's and Alembic's notes on
+    creating a store are logged at WARNING and above only."""
+    import logging
+
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)

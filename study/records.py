@@ -1,7 +1,8 @@
 """One trial's record, shared by the Parquet and MLflow sinks, and the fixed
 Parquet schema (architecture note, "Results").
 
-Columns: identity (trial_id, study, sweep), status and error, provenance
+Columns: identity (trial_id, study, sweep; confirm_of: the search trial a confirmation
+trial re-runs with a new seed, null otherwise), status and error, provenance
 (seed, wall time, device, git commit, package versions), the resolved config
 flattened under its dotted keys (keys the loss or dataset does not read are
 null), the long-tail draw (class_counts, class_order as lists), and the metrics
@@ -46,7 +47,7 @@ def results_schema() -> pa.Schema:
               (names.WALL_TIME, pa.float64()), ("device_used", pa.string()), ("git_commit", pa.string()),
               ("versions", pa.string()), ("num_classes", pa.int64()),
               ("class_counts", pa.list_(pa.int64())), ("class_order", pa.list_(pa.int64())),
-              ("draw_digest", pa.string())]
+              ("draw_digest", pa.string()), (names.CONFIRM_COLUMN, pa.string())]
     fields += [(key, _config_type(key)) for key in flat_keys()]
     for probe in names.PROBES:
         fields += [(name, pa.float64()) for name in names.probe_columns(probe)]
@@ -83,6 +84,7 @@ def trial_row(trial_id: str, config: dict, result: dict | None, provenance: dict
     row = {"trial_id": trial_id, "study": provenance["study"], "sweep": provenance["sweep"],
            "git_commit": provenance["git_commit"], "versions": json.dumps(versions),
            names.STATUS: status if result is None else result[names.STATUS], "error": error,
+           names.CONFIRM_COLUMN: config.get(names.CONFIRM_OF),
            **config_columns(config)}           # includes "seed"
     if result is None:
         return row

@@ -50,16 +50,23 @@ def optuna_storage(plan: SweepPlan):
 
 def build_tuner(plan: SweepPlan, callbacks: list, resumed: journal.Resumed | None = None,
                 commit: str = "unknown"):
-    """Tuner(tune_trainable, the sweep's searcher, callbacks) for the trials still to run."""
+    """Tuner(tune_trainable, the sweep's searcher, callbacks) for the search trials still to
+    run (`resumed`: the search's part of the journal, journal.Resumed.part)."""
+    scheduler, rungs = build_scheduler(plan, resumed)
+    return make_tuner(plan, callbacks, build_search(plan, resumed, commit), trials_left(plan, resumed),
+                      scheduler, {names.PROBE_AT: rungs} if rungs else {})
+
+
+def make_tuner(plan: SweepPlan, callbacks: list, search_alg, num_samples: int, scheduler=None,
+               extra: dict | None = None):
+    """A Tuner of the sweep's experiment (its folder, checkpoints and failure policy) that runs
+    `num_samples` trials of `search_alg` (the search, or study.confirm's confirmations)."""
     from ray import tune
 
     storage_path, filesystem = tune_storage(plan.storage)     # a bucket: Tune writes there directly
-    scheduler, rungs = build_scheduler(plan, resumed)
-    probe_at = {names.PROBE_AT: rungs} if rungs else {}
     return tune.Tuner(
-        _trainable(plan), param_space={**plan.base, "seed": plan.seed, **probe_at},
-        tune_config=tune.TuneConfig(search_alg=build_search(plan, resumed, commit), scheduler=scheduler,
-                                    num_samples=trials_left(plan, resumed),
+        _trainable(plan), param_space={**plan.base, "seed": plan.seed, **(extra or {})},
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                     max_concurrent_trials=plan.max_concurrent,
                                     # A worker keeps its imports and its loaded dataset across
                                     # trials (trainables.data caches per process).
@@ -118,7 +125,8 @@ def total_trials(plan: SweepPlan) -> int:
 
 
 def trials_left(plan: SweepPlan, resumed: journal.Resumed | None) -> int:
-    """Trials Tune still has to run: all, or those without a row after a --resume."""
+    """Search trials Tune still has to run: all, or those without a row after a --resume
+    (`resumed`: the search's part of the journal)."""
     return total_trials(plan) - (len(resumed.done) if resumed else 0)
 
 
@@ -164,6 +172,7 @@ def _run(plan: SweepPlan, commit: str, versions: dict, command: str, on_ray_star
     from study.progress import Progress
     from study.summary import where_to_look
     resumed = journal.resume_state(plan.sweep_dir, plan.objectives, checkpoints_at(plan)) if plan.resume else None
+    search = resumed.part(confirmations=False) if resumed else None
     if resumed is None:
         plan.save()
     elif plan.remote:                             # the store is not in the bucket: is it this sweep's?
@@ -185,16 +194,20 @@ def _run(plan: SweepPlan, commit: str, versions: dict, command: str, on_ray_star
         check_data_on_workers(plan)
         provenance = {"study": plan.study, "sweep": plan.name, "git_commit": commit, "versions": versions}
         callbacks = [MlflowSink(plan.mlflow_uri, tracking, provenance), ParquetSink(plan.results_dir, provenance)]
-        left = trials_left(plan, resumed)
+        left = trials_left(plan, search)
+        progress = [] if plan.quiet else [Progress(total_trials(plan), plan.objectives, plan.results_dir,
+                                                   trial_slots(plan))]
         if not plan.quiet:                        # progress on stderr: stdout is the summary's
-            callbacks.append(Progress(total_trials(plan), plan.objectives, plan.results_dir, trial_slots(plan)))
             verb = "resuming" if resumed else "sweep"
             print(f"{verb} {plan.name}: {left} of {total_trials(plan)} trials of {plan.study} -> {plan.where}\n"
                   f"{where_to_look(plan)}", file=sys.stderr, flush=True)
         if left:
-            build_tuner(plan, callbacks, resumed, commit).fit()
-        elif resumed is not None:
-            build_search(plan, resumed, commit)  # no trial left: the studies still hear every row
+            build_tuner(plan, callbacks + progress, search, commit).fit()
+        elif search is not None:
+            build_search(plan, search, commit)    # no trial left: the studies still hear every row
+        if plan.confirm:
+            from study.confirm import run_confirmations
+            run_confirmations(plan, callbacks)
         return tracking.result()
 
 
@@ -232,11 +245,12 @@ def _finish(plan: SweepPlan, state: dict) -> int:
     from study.mlflow_store import attach_folder, describe_run, drop_orphan_runs, end_parent_run
     from study.summary import parent_description, summarize_sweep
     from study.tracking import bounded
-    ok, written = summarize_sweep(plan), written_trials(plan)
+    from study.confirm import expected_trials
+    ok, written, expected = summarize_sweep(plan), written_trials(plan), expected_trials(plan)
     resume = f"python -m study.sweep {plan.study} --resume {plan.name} --storage {plan.storage}"
-    if len(written) < total_trials(plan):         # interrupted (Ctrl-C): fit() returns normally
+    if len(written) < expected:                   # interrupted (Ctrl-C): fit() returns normally
         close_sinks(5.0)                          # queued writes, briefly: the resume reconciles the rest
-        print(f"\ninterrupted after {len(written)} of {total_trials(plan)} trials; continue with:\n  {resume}")
+        print(f"\ninterrupted after {len(written)} of {expected} trials; continue with:\n  {resume}")
         return 130
     compact(plan.sweep_dir)                       # one file per kind: fast loads and reports
     report = write_report(plan.sweep_dir, plan.sweep_dir / "report").parent if ok else None
@@ -270,20 +284,10 @@ def _finish(plan: SweepPlan, state: dict) -> int:
     return 0 if ok else 1
 
 
-def quiet_libraries() -> None:
-    """The console is ours: Optuna's line per trial and study, MLflow's and Alembic's notes on
-    creating a store are logged at WARNING and above only."""
-    import logging
-
-    import optuna
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def run_sweep(plan: SweepPlan, commit: str, versions: dict, command: str, on_ray_start=None) -> int:
     """Run (or resume) the sweep, then _finish. The process environment was set by
     study.sweep.configure_environment before Ray was imported."""
+    from study.progress import quiet_libraries
     quiet_libraries()
     try:
         state = _run(plan, commit, versions, command, on_ray_start)

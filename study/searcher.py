@@ -61,9 +61,12 @@ class JournaledSearch(Searcher):
     def suggest(self, trial_id: str):
         if self.pending:
             entry, checkpoint = self.pending.pop(0)
-            config = {**entry.config, **({names.FROM_CHECKPOINT: checkpoint} if checkpoint else {})}
+            config = {**entry.config, **({names.FROM_CHECKPOINT: checkpoint} if checkpoint else {}),
+                      **({names.CONFIRM_OF: entry.confirm_of} if entry.confirm_of else {})}
             record = {"n": entry.n, "slot": entry.slot, "params": entry.params,
                       "distributions": entry.distributions, **self._again(trial_id, entry)}
+            if entry.confirm_of:
+                record["confirm_of"] = entry.confirm_of
         else:
             suggested = self._new(trial_id, self.started)
             if suggested is None or suggested is Searcher.FINISHED:

@@ -94,6 +94,7 @@ class Budget:
     num_samples: int
     seeds: int
     config: dict
+    confirm: int = 0          # new seeds per frontier member after a search (study.confirm)
 
 
 def budget(smoke: bool, gpu: bool) -> Budget:
@@ -108,5 +109,5 @@ def budget(smoke: bool, gpu: bool) -> Budget:
         return Budget(num_samples=4, seeds=1, config={**SMOKE, "data.total": None})
     if gpu:
         return Budget(num_samples=24, seeds=3, config={"model.arch": "resnet18", "optim.epochs": 200,
-                                                       "optim.batch_size": 256})
-    return Budget(num_samples=18, seeds=2, config={"optim.epochs": 20})
+                                                       "optim.batch_size": 256}, confirm=3)
+    return Budget(num_samples=18, seeds=2, config={"optim.epochs": 20}, confirm=3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.confirmation import split, summary_lines
 from analysis.results import load_results
 from analysis.selection import has_selection, load_selection
 from analysis.tables import add_derived, frontier_members, ok_trials
@@ -52,7 +53,7 @@ def parent_description(plan: SweepPlan) -> str:
     study = STUDIES[plan.study]
     text = [f"**{plan.study}**: {escape(study.description)}", "", escape(study.question)]
     try:
-        ok = add_derived(ok_trials(load_results(plan.sweep_dir)))
+        ok = add_derived(ok_trials(split(load_results(plan.sweep_dir))[0]))
     except FileNotFoundError:
         return "\n".join(text)
     if len(ok) and set(plan.objectives) <= set(ok.columns):
@@ -72,10 +73,14 @@ def summarize_sweep(plan: SweepPlan) -> bool:
         print(f"no trial finished; Ray's logs are in {plan.where}")
         return False
     counts = df[names.STATUS].value_counts().to_dict()
-    print(f"\n{len(df)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    ok = add_derived(ok_trials(df))
+    search, confirmations = split(df)
+    of = f" ({len(search)} search, {len(confirmations)} confirmations)" if len(confirmations) else ""
+    print(f"\n{len(df)} trials{of}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    ok = add_derived(ok_trials(search))
     if len(ok):
         _print_frontier(ok, plan)
+    if len(confirmations) and set(plan.objectives) <= set(df.columns):
+        print("\n".join(summary_lines(df, plan.objectives)))
     if len(ok) and has_selection(plan.sweep_dir):
         measures = list(names.SELECT_OBJECTIVE_MEASURES)
         means = load_selection(plan.sweep_dir).groupby(["loss.name", "strategy"])[measures].mean()

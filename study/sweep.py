@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="first trial seed and Optuna's seed")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any trial config key for every trial, e.g. --set probe.epochs=50")
+    g.add_argument("--confirm", type=int, metavar="K", help="after the search, re-run every Pareto-optimal "
+                   "trial of each level with K new seeds (default 3 on the CPU and GPU budgets, 0 = off; off "
+                   "with --smoke and for grid studies)")
     g.add_argument("--smoke", action="store_true", help="a handful of tiny trials: every code path in seconds")
     r = p.add_argument_group("resources")
     r.add_argument("--cpus-per-trial", type=float, default=1.0)

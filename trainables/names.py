@@ -61,6 +61,10 @@ FROM_CHECKPOINT = "_from_checkpoint"
 # The epochs at which a trial runs its probes before it goes on (MO-ASHA's rungs: the
 # scheduler may stop it there, study.moasha), also a private key of its Tune config.
 PROBE_AT = "_probe_at"
+# A confirmation trial (study.confirm) re-runs a Pareto-optimal search trial with a new seed:
+# the search trial's id under this private key of its Tune config, and in this row column.
+CONFIRM_OF = "_confirm_of"
+CONFIRM_COLUMN = "confirm_of"
 
 
 def trial_config(config: dict) -> dict:

@@ -8,8 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from analysis.confirmation import confirmed_table, split
+from analysis.frontier import fronts_by
 from analysis.results import load_history, load_results
 from fixtures import mlflow_runs, sink_metrics
 from study.studies import STUDIES, Study
@@ -161,7 +164,9 @@ def test_resume_after_an_interrupted_sweep_completes_it_without_duplicates(ray_c
     # The first run is a separate process with its own local Ray, interrupted (SIGINT,
     # as Ctrl-C) once its first trial has been written; the resume runs here.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    argv = ["kpcl", "--smoke", "--num-samples", "6", "--max-concurrent", "1", "--storage", str(tmp_path)]
+    # with --confirm 2: after the search, its Pareto-optimal trials run again on two new seeds
+    argv = ["kpcl", "--smoke", "--num-samples", "6", "--max-concurrent", "1", "--confirm", "2",
+            "--storage", str(tmp_path)]
     proc = subprocess.Popen([sys.executable, "-m", "study.sweep", *argv, "--name", "r"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trials = tmp_path / "r" / "results" / "trials"
@@ -175,27 +180,49 @@ def test_resume_after_an_interrupted_sweep_completes_it_without_duplicates(ray_c
     before = load_results(tmp_path / "r")
     assert 1 <= len(before) < 6
     assert main(["kpcl", "--resume", "r", "--storage", str(tmp_path)]) == 0
-    after = load_results(tmp_path / "r")
-    assert len(after) == 6 and after["trial_id"].is_unique
+    everything = load_results(tmp_path / "r")
+    after, confirmations = split(everything)
+    assert len(after) == 6 and everything["trial_id"].is_unique
     # finished trials were not rerun: their rows are the very same
     kept = after.set_index("trial_id").loc[before["trial_id"], "wall_time_s"]
     assert kept.tolist() == before["wall_time_s"].tolist()
+    _check_confirmations(tmp_path, after, confirmations)
     epochs = load_history(tmp_path / "r").groupby("trial_id")["epoch"].apply(list)
-    assert len(epochs) == 6 and all(e == [1, 2] for e in epochs)   # smoke: 2 epochs, none twice
+    assert len(epochs) == len(everything) and all(e == [1, 2] for e in epochs)   # smoke: 2 epochs, none twice
     _, parents, children = mlflow_runs(tmp_path, "kpcl")
-    assert len(parents) == 1 and len(children) == 6
-    assert {c.data.tags["trial_id"] for c in children} == set(after["trial_id"])
+    assert len(parents) == 1 and len(children) == len(everything)
+    assert {c.data.tags["trial_id"] for c in children} == set(everything["trial_id"])
+    assert {c.data.tags["trial_id"]: c.data.tags.get("confirm_of") for c in children if "confirm_of" in c.data.tags} \
+        == dict(zip(confirmations["trial_id"], confirmations["confirm_of"]))
     # the resumed search continued the same Optuna studies: one Optuna trial per journal entry
     import optuna
 
     from study.journal import FILE, read
-    entries = read(tmp_path / "r" / FILE)
+    entries = [e for e in read(tmp_path / "r" / FILE) if not e.confirm_of]     # confirmations: no Optuna trial
     assert sorted((e.slot, e.optuna_trial) for e in entries) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     for slot, level in enumerate(("1", "10")):
         study = optuna.load_study(study_name=f"r:ratio={level}", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
         assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
         assert {t.number: t.params for t in study.trials} == {
             e.optuna_trial: e.params for e in entries if e.slot == slot}
+
+
+def _check_confirmations(storage: Path, search, confirmations) -> None:
+    """Every level's Pareto-optimal search trials, each on seeds 1 and 2 (the search ran on
+    seed 0), with the member's knobs; the report's section and its numbers."""
+    objectives = [names.probe_metric(names.LT, m) for m in (names.TOP1, names.BALANCEDNESS)]
+    front = search[fronts_by(search, objectives, ["data.imbalance_ratio"])]
+    assert sorted(confirmations["confirm_of"]) == sorted(list(front["trial_id"]) * 2)
+    for _, c in confirmations.iterrows():
+        member = search.set_index("trial_id").loc[c["confirm_of"]]
+        assert (c["loss.k"], c["loss.temperature"], c["data.imbalance_ratio"]) == (
+            member["loss.k"], member["loss.temperature"], member["data.imbalance_ratio"])
+    assert sorted(confirmations.groupby("confirm_of")["seed"].apply(sorted).tolist()) == [[1, 2]] * len(front)
+    report = (storage / "r" / "report" / "report.md").read_text()
+    assert "## Confirmed frontier" in report and "### Winner's curse" in report
+    table = confirmed_table(pd.concat([search, confirmations]), objectives).set_index("trial_id")
+    for trial_id, group in confirmations.groupby("confirm_of"):
+        assert table.loc[trial_id, f"{objectives[0]} confirmed"] == pytest.approx(group[objectives[0]].mean())
 
 
 def test_fig2_grid_runs_every_loss_at_every_level_and_k_only_for_kcl(ray_cluster, tmp_path):

@@ -10,7 +10,8 @@ comparisons, each measured in this one process, median of several repeats.
              Python loop over the same formula, at batch 256, 512, 1024, with the
              peak tensor memory of each (PeakMemory, any device)
     probe    the cached-feature linear probe against re-running the frozen encoder
-             every probe epoch, with both probes' accuracy
+             every probe epoch, and against the augmented probe (probe.protocol=augmented),
+             with the probes' accuracy
 
     sweep    wall time of N smoke trials under the whole sweep against the same
              trials' run_trial time in this process: seconds of overhead per trial
@@ -123,6 +124,8 @@ def table(report: dict) -> str:
     p = report["probe"]
     lines.append(f"probe      cached {p['cached_s']:8.2f} s (acc {p['cached_acc']:.3f})   re-encode "
                  f"{p['recompute_s']:8.2f} s (acc {p['recompute_acc']:.3f})   ratio {p['ratio']:6.1f}x")
+    lines.append(f"probe      cached {p['cached_s']:8.2f} s   augmented (crop/flip views, SGD) {p['augmented_s']:8.2f} s "
+                 f"(acc {p['augmented_acc']:.3f})   ratio {p['augmented_ratio']:6.1f}x   ({p['epochs']} epochs each)")
     if report["accel"]:
         a = report["accel"]
         lines.append(f"{a['device_name']}: {a['arch']} batch {a['batch']}: harness {a['harness_img_s']:8.0f} img/s   "

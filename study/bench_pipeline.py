@@ -1,7 +1,7 @@
 """The benchmark's pipeline comparisons: the harness's device-resident data path
 through the trial's own training step (trainables.pretrain.train_step) against a
 DataLoader with per-sample transforms through the same step, and the
-cached-feature probe against re-encoding every probe epoch."""
+cached-feature probe against re-encoding every probe epoch and against the augmented probe."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from trainables.data import load_splits
 from trainables.models import build_encoder
 from trainables.pretrain import make_optimizer, make_views, train_step
 from trainables.probe import extract_features, fit_linear_probe, normalize_images, predict
+from trainables.probe_augmented import fit_augmented_probe
 from trainables.trial import build_train_set, build_trial_objective, plan_data
 
 
@@ -122,8 +123,17 @@ def bench_probe(cfg: TrialConfig, repeats: int) -> dict:
         results["recompute_acc"] = float((predict(probe, extract_features(encoder, splits.test_x, mean, std))
                                           == splits.test_y).float().mean())
 
-    fast, slow = median_time(cached, repeats), median_time(recompute, repeats)
+    def augmented():
+        # probe.protocol=augmented for as many epochs: the frozen encoder sees new crop/flip
+        # views of every batch (SGD, step decay; the presets only change its numbers)
+        aug_cfg = ProbeConfig(**{**probe_cfg.__dict__, "protocol": "augmented", "lr": 0.1, "weight_decay": 0.0})
+        probe = fit_augmented_probe(encoder, splits.pool_x, splits.pool_y, splits.num_classes, aug_cfg, mean, std,
+                                    torch.Generator().manual_seed(0))
+        results["augmented_acc"] = float((predict(probe, extract_features(encoder, splits.test_x, mean, std))
+                                          == splits.test_y).float().mean())
+
+    fast, slow, aug = (median_time(f, repeats) for f in (cached, recompute, augmented))
     return {"epochs": probe_cfg.epochs, "images": len(splits.pool_y), "cached_s": fast, "recompute_s": slow,
-            "ratio": slow / fast, **results}
+            "ratio": slow / fast, "augmented_s": aug, "augmented_ratio": aug / fast, **results}
 
 

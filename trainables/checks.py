@@ -31,6 +31,7 @@ LIMITS = {
     "optim.batch_size": 8_192,          # [256]: the loss holds a (2B)^2 similarity matrix
     "probe.batch_size": 65_536,         # [256] on cached features
     "lr": 10.0, "weight_decay": 1.0,    # optim and probe [0.1; 5e-4]
+    "probe.lr": 100.0,                  # [0.01 Adam; SGD on raw features: 0.1 SupContrast, 30 BalFeat/MoCo]
     "eval.sigma": 10.0,                 # [0.1]: accuracy gaps are <= 1, so sigma > 10 weighs every pair ~1
     "eval.knn_k": 1_000,                # [20]
     "select.multiplier": 100.0,         # [4]

@@ -20,6 +20,7 @@ import typing
 from dataclasses import dataclass, field
 
 from trainables.checks import LIMITS, check, coerce, within
+from trainables.config_eval import EvalConfig, ProbeConfig, SelectConfig
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -141,79 +142,6 @@ class OptimConfig:
         within("optim.weight_decay", self.weight_decay, 0, LIMITS["weight_decay"])
         check(self.schedule in ("cosine", "constant"), "optim.schedule", self.schedule,
                "'cosine' or 'constant'")
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    """The linear probes on cached, frozen features (Adam, mini-batches, epochs)."""
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 0.01
-    weight_decay: float = 1e-4
-    balanced_sampling: bool = False   # class-balanced sampling for the long-tailed probe
-
-    def __post_init__(self):
-        within("probe.epochs", self.epochs, 1, LIMITS["epochs"])
-        within("probe.batch_size", self.batch_size, 1, LIMITS["probe.batch_size"])
-        within("probe.lr", self.lr, 0, LIMITS["lr"], open_low=True)
-        within("probe.weight_decay", self.weight_decay, 0, LIMITS["weight_decay"])
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Balancedness kernel width, many/medium/few rule, and the kNN monitor."""
-    sigma: float = 0.1
-    groups: str = "auto"        # many/medium/few: auto (oltr for list datasets, else thirds), trainables.metrics
-    knn_k: int = 20
-    knn_temperature: float = 0.07
-
-    def __post_init__(self):
-        within("eval.sigma", self.sigma, 0, LIMITS["eval.sigma"], open_low=True)
-        from trainables.metrics import GROUP_RULES
-        check(self.groups in ("auto", *GROUP_RULES), "eval.groups", self.groups, f"one of {('auto', *GROUP_RULES)}")
-        within("eval.knn_k", self.knn_k, 1, LIMITS["eval.knn_k"])
-        within("eval.knn_temperature", self.knn_temperature, 0, LIMITS["temperature"], open_low=True)
-
-
-@dataclass(frozen=True)
-class SelectConfig:
-    """The selection study (trainables.selection): with budgets set, a trial also
-    selects `budget` images from its long-tailed train pool (labels hidden) with
-    each strategy, and probes on the selected images only. Knobs: probcover's delta,
-    spread's multiplier."""
-    budgets: str = ""           # comma-separated, e.g. "10,20,40,100"; empty: no selection
-    strategies: str = "all"     # comma-separated names, or "all"
-    delta: float = 0.6
-    multiplier: float = 4.0
-
-    def __post_init__(self):
-        try:
-            budgets = self.budget_list
-        except ValueError:
-            budgets = [0]
-        check(all(1 <= b <= LIMITS["data.total"] for b in budgets), "select.budgets", self.budgets,
-               f"comma-separated integers in [1, {LIMITS['data.total']}], e.g. '10,20,40'")
-        from trainables.selection import STRATEGIES
-        check(all(n in STRATEGIES for n in self.strategy_list), "select.strategies", self.strategies,
-               f"'all' or comma-separated names from {sorted(STRATEGIES)}")
-        check(0 < self.delta <= 2, "select.delta", self.delta, "in (0, 2] (distances of unit vectors)")
-        within("select.multiplier", self.multiplier, 1, LIMITS["select.multiplier"])
-
-    def keys(self) -> list[str]:
-        """The keys that matter only when budgets are set: the strategies and their knobs."""
-        from trainables.selection import STRATEGIES
-        return ["select.strategies", *sorted({f"select.{k}" for s in STRATEGIES.values() for k in s.knobs})]
-
-    @property
-    def budget_list(self) -> list[int]:
-        return [int(b) for b in self.budgets.split(",") if b.strip()]
-
-    @property
-    def strategy_list(self) -> list[str]:
-        from trainables.selection import STRATEGIES
-        if self.strategies == "all":
-            return list(STRATEGIES)
-        return [n.strip() for n in self.strategies.split(",") if n.strip()]
 
 
 @dataclass(frozen=True)

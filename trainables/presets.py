@@ -11,6 +11,9 @@ a trial's flat config with `resolve`; later layers win:
                  base's data.total, which is sized for shapes' pool
     4. --set KEY=VALUE
     5. flags     the command's shorthand flags (--epochs, --data-root, --loss, --k, ...)
+
+then `probe.preset` (if a layer set it) replaces the probe keys with its PROBE_PRESETS
+values, except those --set names explicitly.
 """
 
 from __future__ import annotations
@@ -29,6 +32,20 @@ DATASET_PRESETS = {
     "cifar10": {**_LITERATURE, "model.arch": "resnet32", "data.imbalance_ratio": 100.0},
     "cifar100": {**_LITERATURE, "model.arch": "resnet32", "data.imbalance_ratio": 100.0},
     "imagelist": {**_LITERATURE, "model.arch": "resnet50", "data.image_size": 224},
+}
+
+# The published linear evaluations (`--set probe.preset=NAME`, resolved into these keys; a
+# --set of one of them wins): the scripts' defaults at the commits read (docs/results.md).
+# BalFeat's main_lincls.py (MoCo's, bingykang/BalFeat@7a05423): SGD lr 30, momentum 0.9, no weight
+# decay, batch 256, 100 epochs, lr x0.1 at 60 and 80, RandomResizedCrop (scale 0.08-1) + flip.
+# SupContrast's main_linear.py (HobbitLong/SupContrast@000a4b0): SGD lr 0.1, momentum 0.9, no
+# weight decay, batch 32, 14 epochs, lr x0.2 at 8, 11 and 13, RandomResizedCrop (scale 0.2-1) + flip.
+_AUGMENTED = {"probe.protocol": "augmented", "probe.momentum": 0.9, "probe.weight_decay": 0.0}
+PROBE_PRESETS = {
+    "balfeat": {**_AUGMENTED, "probe.lr": 30.0, "probe.batch_size": 256, "probe.epochs": 100,
+                "probe.milestones": "60,80", "probe.decay": 0.1, "probe.crop_scale": 0.08},
+    "supcon": {**_AUGMENTED, "probe.lr": 0.1, "probe.batch_size": 32, "probe.epochs": 14,
+               "probe.milestones": "8,11,13", "probe.decay": 0.2, "probe.crop_scale": 0.2},
 }
 
 # Every entry point's --smoke: a whole trial in seconds on two CPU cores.
@@ -74,4 +91,7 @@ def resolve(sets: dict, flags: dict, *, base: dict | None = None, budget: dict |
     for layer in (base or {}, budget or {}, dataset_layer(dataset, smoke, gpu), sets,
                   {k: v for k, v in flags.items() if v is not None}):
         flat.update(layer)
+    preset = PROBE_PRESETS.get(flat.get("probe.preset") or "")
+    if preset:                  # the preset's values; a key --set names explicitly keeps its value
+        flat.update({k: v for k, v in preset.items() if k not in sets})
     return flat

@@ -30,6 +30,7 @@ from trainables.objectives import build_objective
 from trainables.presets import SMOKE, parse_set, resolve
 from trainables.pretrain import PretrainOutcome, TrainSet, pretrain
 from trainables.probe import extract_features, fit_linear_probe, predict
+from trainables.probe_augmented import fit_augmented_probe
 from trainables.selection import STRATEGIES, measures, select
 
 @dataclass
@@ -131,16 +132,21 @@ def _features(encoder, data: TrainSet, plan: DataPlan) -> tuple[torch.Tensor, to
 
 
 def _evaluate_probes(pool, test, test_y, data: TrainSet, plan: DataPlan, cfg: TrialConfig,
-                     generator: torch.Generator) -> dict[str, dict]:
-    """Fit both probes on cached pool features; summarise each on the test set. The
+                     generator: torch.Generator, encoder: torch.nn.Module) -> dict[str, dict]:
+    """Fit both probes (cfg.probe.protocol: on cached pool features, or on the frozen
+    encoder's features of augmented views); summarise each on the test set. The
     long-tailed probe trains on the long-tailed set (with class-balanced sampling if
     asked), the balanced one on the balanced subset of the same size (names.PROBES order)."""
     train_sets = [(plan.lt_indices, cfg.probe.balanced_sampling), (plan.balanced_indices, False)]
     results = {}
     for name, (idx, balanced_sampling) in zip(names.PROBES, train_sets):
         idx = idx.to(pool.device)
-        probe = fit_linear_probe(pool[idx], data.labels[idx], data.num_classes, cfg.probe,
-                                 generator, balanced_sampling)
+        if cfg.probe.protocol == "augmented":
+            probe = fit_augmented_probe(encoder, data.images[idx], data.labels[idx], data.num_classes, cfg.probe,
+                                        data.mean, data.std, generator, balanced_sampling)
+        else:
+            probe = fit_linear_probe(pool[idx], data.labels[idx], data.num_classes, cfg.probe,
+                                     generator, balanced_sampling)
         acc = per_class_accuracy(predict(probe, test), test_y, data.num_classes)
         results[name] = summarize(acc, plan.class_counts, cfg.eval.sigma, cfg.group_rule)
     return results
@@ -210,7 +216,7 @@ def run_trial(cfg: TrialConfig, report: Callable[[dict, Callable[[], dict]], Non
         if status != "diverged":
             probe_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
             features = _features(objective.encoder, data, plan)
-            out.probes = _evaluate_probes(*features, data, plan, cfg, probe_gen)
+            out.probes = _evaluate_probes(*features, data, plan, cfg, probe_gen, objective.encoder)
             if cfg.select.budget_list:
                 out.selection = evaluate_selection(*features, data, plan, cfg, probe_gen)
         out.wall_time_s = time.perf_counter() - start

@@ -25,6 +25,7 @@ def test_tiny_benchmark_reports_ratios_of_what_it_measured(ray_cluster, tmp_path
         assert row["masked_peak_mb"] * 2 ** 20 >= 4 * (2 * row["batch"]) ** 2
     assert p["ratio"] == pytest.approx(p["recompute_s"] / p["cached_s"])
     assert 0 <= p["cached_acc"] <= 1 and 0 <= p["recompute_acc"] <= 1
+    assert p["augmented_ratio"] == pytest.approx(p["augmented_s"] / p["cached_s"]) and 0 <= p["augmented_acc"] <= 1
     assert w["trials"] == 2
     assert w["overhead_per_trial_s"] == pytest.approx((w["sweep_s"] - w["direct_s"]) / 2)
     assert accel["mfu"] == pytest.approx(accel["achieved_tflops"] / accel["peak_matmul_tflops"]) and accel["mfu"] > 0

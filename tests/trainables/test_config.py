@@ -151,9 +151,10 @@ _HUGE = {"data.imbalance_ratio": 10_001.0, "data.total": 10_000_001, "data.train
          "data.data_seed": 2**32, "model.width": 100_000, "model.proj_dim": 4097, "loss.temperature": 10.5,
          "loss.k": 65_537, "loss.queue_size": 65_537, "optim.epochs": 5001, "optim.batch_size": 8193,
          "optim.lr": 1e308, "optim.weight_decay": 1.5, "probe.epochs": 5001, "probe.batch_size": 65_537,
-         "probe.lr": 10.5, "probe.weight_decay": 1.5, "eval.sigma": 10.5, "eval.knn_k": 1001,
+         "probe.lr": 100.5, "probe.weight_decay": 1.5, "eval.sigma": 10.5, "eval.knn_k": 1001,
          "eval.knn_temperature": 10.5, "select.multiplier": 100.5, "seed": 2**32,
-         "data.count_power": 1.5, "loss.momentum": 1.0, "optim.momentum": 1.0, "select.delta": 2.5}
+         "data.count_power": 1.5, "loss.momentum": 1.0, "optim.momentum": 1.0, "select.delta": 2.5,
+         "probe.momentum": 1.0, "probe.decay": 1.5, "probe.crop_scale": 1.5}
 
 
 def _numeric_keys() -> set[str]:

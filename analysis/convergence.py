@@ -108,6 +108,27 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+INTERVAL_COLUMNS = {names.probe_metric(names.LT, names.TOP1): "lt top-1",
+                    names.probe_metric(names.LT, names.BALANCEDNESS): "lt p(V)",
+                    names.probe_metric(names.BALANCED, names.TOP1): "balanced top-1",
+                    names.probe_metric(names.BALANCED, names.BALANCEDNESS): "balanced p(V)",
+                    "convergence": "convergence"}
+
+
+def interval_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per loss and level: the trials, and for both probes' top-1 and p(V) and the
+    convergence, "mean [low, high]" (95% t interval over the trials)."""
+    from analysis.selection import mean_ci
+    out = []
+    for (loss, ratio), group in rows.groupby(["loss.name", "data.imbalance_ratio"]):
+        row = {"loss": loss, "ratio": ratio, "trials": len(group)}
+        for column, title in INTERVAL_COLUMNS.items():
+            m, lo, hi = mean_ci(group[column]) if column in group else (math.nan,) * 3
+            row[title] = f"{m:.3f}" if math.isnan(lo) else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
 def report_section(paths, ok: pd.DataFrame, markdown_table) -> list[str]:
     """The report's convergence section: per loss and level, the trials' mean and lowest
     convergence, and which trials have no reference plateau; nothing without a history."""
@@ -127,6 +148,9 @@ def report_section(paths, ok: pd.DataFrame, markdown_table) -> list[str]:
         summary = measured.groupby(["loss.name", "data.imbalance_ratio"])["convergence"].agg(
             trials="size", mean="mean", lowest="min").reset_index()
         parts.append(markdown_table(summary))
+        parts += ["Per loss and level, the mean over the trials (seeds, or a search's trials) and its 95% t "
+                  "interval, top-1 and p(V) beside the convergence:",
+                  markdown_table(interval_table(ok.merge(table[["trial_id", "convergence"]], on="trial_id")))]
     missing = table[table["convergence"].isna()]
     if len(missing):
         keys = sorted({(r["loss.name"], r["data.dataset"], r["model.arch"])

@@ -41,3 +41,17 @@ def test_a_long_trials_json_becomes_a_plateaus_row(tmp_path, capsys):
     assert main([str(tmp_path / "kcl.json"), "--figure", str(tmp_path / "curves.png")]) == 0
     assert capsys.readouterr().out.startswith("('kcl', 'shapes', 'cnn'): Plateau(knn_acc=0.62, epochs=20, to_90=4")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_the_interval_table_gives_mean_and_t_interval_per_loss_and_level():
+    from analysis.convergence import interval_table
+    rows = pd.DataFrame({"loss.name": ["kcl"] * 3 + ["ce"], "data.imbalance_ratio": [10.0] * 4,
+                         "lt/top1": [0.70, 0.74, 0.72, 0.9], "convergence": [0.8, 0.9, 1.0, 0.95]})
+    table = interval_table(rows).set_index("loss")
+    half = 4.302652729911275 * 0.02 / 3 ** 0.5                   # t(0.975, 2) * sd / sqrt(n)
+    assert table.loc["kcl", "trials"] == 3
+    assert table.loc["kcl", "lt top-1"] == f"0.720 [{0.72 - half:.3f}, {0.72 + half:.3f}]"
+    half = 4.302652729911275 * 0.1 / 3 ** 0.5
+    assert table.loc["kcl", "convergence"] == f"0.900 [{0.9 - half:.3f}, {0.9 + half:.3f}]"
+    assert table.loc["ce", "lt top-1"] == "0.900"                # one trial: no interval
+    assert table.loc["ce", "lt p(V)"] == "nan"                   # a column the rows lack

@@ -37,3 +37,10 @@ def test_presets_are_valid_configs():
         TrialConfig.from_flat({**BASE, **preset.config})
         assert preset.num_samples >= 4
     assert budget(True, False).config["optim.epochs"] == SMOKE["optim.epochs"]
+
+
+def test_real_budgets_confirm_frontiers_and_repeat_grids_on_three_seeds():
+    for gpu in (False, True):
+        preset = budget(False, gpu)
+        assert preset.confirm == 3 and preset.seeds >= 3         # an interval needs seeds; 3 gives t with 2 dof
+    assert budget(True, False).confirm == 0                     # --smoke stays a few seconds

@@ -28,6 +28,7 @@ import pandas as pd
 from trainables import names
 
 TAIL = 0.1                 # the plateau: the mean over the last 10% of a long run's epochs
+TRIALS_SHOWN = 100         # the report's per-trial table: at most this many rows
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,9 @@ def report_section(paths, ok: pd.DataFrame, markdown_table) -> list[str]:
         parts += ["Per loss and level, the mean over the trials (seeds, or a search's trials) and its 95% t "
                   "interval, top-1 and p(V) beside the convergence:",
                   markdown_table(interval_table(ok.merge(table[["trial_id", "convergence"]], on="trial_id")))]
+        shown = measured.sort_values(["loss.name", "data.imbalance_ratio", "convergence"]).head(TRIALS_SHOWN)
+        parts += [f"Every trial{'' if len(measured) <= TRIALS_SHOWN else f' (the {TRIALS_SHOWN} least converged)'}:",
+                  markdown_table(shown.round({"knn_acc": 3, "plateau": 3, "convergence": 3}))]
     missing = table[table["convergence"].isna()]
     if len(missing):
         keys = sorted({(r["loss.name"], r["data.dataset"], r["model.arch"])

@@ -61,6 +61,19 @@ def test_smoke_sweep_writes_one_row_and_one_child_run_per_trial(kpcl_smoke):
             assert sorted(per_class) == [f"{probe}/class_acc/{c:03d}" for c in range(10)]
 
 
+def test_the_report_shows_every_trials_convergence_from_its_own_history(kpcl_smoke):
+    from analysis.convergence import PLATEAUS
+    _, storage = kpcl_smoke
+    text = (storage / "smoke" / "report" / "report.md").read_text()
+    assert "## How far from converged" in text and "Every trial:" in text
+    plateau = PLATEAUS[("kcl", "shapes", "cnn")].knn_acc
+    last = load_history(storage / "smoke").sort_values("epoch").groupby("trial_id").last()
+    assert len(last) == 4
+    for trial_id, epoch in last.iterrows():         # knn at the last epoch / KCL's plateau, per trial
+        row = next(line for line in text.splitlines() if line.startswith(f"| {trial_id} |"))
+        assert row.endswith(f"| {cell(epoch['knn_acc'] / plateau)} |")
+
+
 def test_mlflow_runs_read_well_names_descriptions_and_dataset_inputs(kpcl_smoke):
     import json
     import re

@@ -32,13 +32,15 @@ def has_selection(path: str | Path) -> bool:
 
 
 def load_selection(paths) -> pd.DataFrame:
-    """Every selection row of one or several sweeps, with its trial's columns."""
+    """Every selection row of one or several sweeps' search trials (a confirmation re-runs a
+    chosen configuration: study.confirm), with its trial's columns."""
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     rows = load_selection_rows(paths)
     if rows.empty:
         raise FileNotFoundError(f"no selection results under {', '.join(map(str, paths))}")
-    trials = load_results(paths, columns=TRIAL_COLUMNS)
-    return rows.merge(trials[trials[names.STATUS] == "ok"], on="trial_id")
+    trials = load_results(paths, columns=[*TRIAL_COLUMNS, names.CONFIRM_COLUMN])
+    searched = trials[(trials[names.STATUS] == "ok") & trials[names.CONFIRM_COLUMN].isna()]
+    return rows.merge(searched.drop(columns=[names.CONFIRM_COLUMN]), on="trial_id")
 
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:

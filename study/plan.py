@@ -270,7 +270,8 @@ def build_plan(args, storage: str | Path, name: str, staging: str = "") -> Sweep
     if ratios:
         check_validation_set(args.scheduler, cfg)
     num_samples, seeds = _trial_counts(study, args, preset, levels)
-    confirm = args.confirm if args.confirm is not None else preset.confirm if study.space is not None else 0
+    # the budget's confirmation: searches only, and not select (whose answers pair seeds already)
+    confirm = args.confirm if args.confirm is not None else preset.confirm if study.space and study.confirm else 0
     if args.seed + max(num_samples, seeds) + confirm - 1 > MAX_SEED:     # later rounds use seed + r
         raise ValueError(f"--seed {args.seed}: the sweep's later trials would use seeds above {MAX_SEED}")
     return SweepPlan(study=args.study, name=name, storage=str(storage), base=base, levels=levels,

@@ -23,6 +23,7 @@ class Study:
         Optuna search; round r of the trials (one per level x cell) uses seed + r.
     objectives: what Optuna maximises, if not the --objective/--probe choice.
     question: what the study asks, in a sentence (its MLflow experiment's description).
+    confirm: whether the budget's --confirm default applies (study.confirm).
     """
     description: str
     space: Callable | None = None
@@ -31,6 +32,7 @@ class Study:
     cells: dict[str, list] = field(default_factory=dict)
     objectives: list[str] | None = None
     question: str = ""
+    confirm: bool = True        # the budget's --confirm applies (select: its answers pair seeds already)
 
     def ask(self) -> tuple[set[str], dict]:
         """(keys Optuna samples, constants the space returns), from a throwaway trial."""
@@ -79,7 +81,7 @@ STUDIES = {
                                 names.select_objective("spread", names.TOP1)],
                     question="With a labelling budget and an unknown number of classes, which images should "
                     "be labelled, and does a label-free encoder's feature space pick a set as balanced and as "
-                    "useful as label-using encoders do?"),
+                    "useful as label-using encoders do?", confirm=False),
     "fig2": Study("the paper's Figure 2 as a grid: losses (ce, simclr, kcl) x imbalance levels x seeds",
                   grid={"loss.name": ["ce", "simclr", "kcl"]}, base=BASE,
                   question="The paper's Figure 2: as the imbalance grows, does contrastive learning's feature "

@@ -44,3 +44,12 @@ def test_real_budgets_confirm_frontiers_and_repeat_grids_on_three_seeds():
         preset = budget(False, gpu)
         assert preset.confirm == 3 and preset.seeds >= 3         # an interval needs seeds; 3 gives t with 2 dof
     assert budget(True, False).confirm == 0                     # --smoke stays a few seconds
+
+
+@pytest.mark.parametrize("argv, confirm", [(["kpcl"], 3), (["kpcl", "--confirm", "0"], 0), (["kpcl", "--smoke"], 0),
+                                           (["select"], 0), (["select", "--confirm", "2"], 2), (["fig2"], 0)])
+def test_which_sweeps_confirm_their_frontiers_by_default(argv, confirm, tmp_path):
+    from study.plan import build_plan
+    from study.sweep import build_parser
+    args = build_parser().parse_args([*argv, "--gpus-per-trial", "0"])
+    assert build_plan(args, tmp_path, "s").confirm == confirm

@@ -96,10 +96,13 @@ def member_differences(df: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
         on=names.CONFIRM_COLUMN)
     rows = []
     for (loss, ratio), group in front.groupby(["loss", "ratio"]):
+        wide = {o: group.pivot_table(index="seed", columns=names.CONFIRM_COLUMN, values=o, dropna=False)
+                for o in objectives}
         for a, b in itertools.combinations(sorted(group[names.CONFIRM_COLUMN].unique()), 2):
             for o in objectives:
-                wide = group.pivot_table(index="seed", columns=names.CONFIRM_COLUMN, values=o)
-                d = (wide[a] - wide[b]).dropna()
+                if a not in wide[o] or b not in wide[o]:      # a member without a value of o
+                    continue
+                d = (wide[o][a] - wide[o][b]).dropna()
                 rows.append({"loss": loss, "ratio": ratio, "a": labels[a], "b": labels[b], "objective": o,
                              "pairs": len(d), **dict(zip(("difference", "ci low", "ci high"), mean_ci(d)))})
     return pd.DataFrame(rows, columns=["loss", "ratio", "a", "b", "objective", "pairs", "difference", "ci low",
@@ -172,6 +175,9 @@ def report_section(df: pd.DataFrame, objectives: list[str], markdown_table) -> l
             "(one seed, selected because it was high) beside the confirmed mean and its 95% t interval.",
             markdown_table(_shown(table, objectives)),
             "### Winner's curse", "\n".join(f"- {line}" for line in curse_lines(table, objectives)),
+            "Read it with care: where the search ran every configuration on one seed, the overstatement also "
+            "holds that seed's offset from the new ones, shared by every member, and the interval treats the "
+            "members as independent though they share their seeds.",
             "### Do the frontier members differ?",
             "Members of one front, paired by seed; a difference is claimed only where its 95% interval "
             "excludes 0.",

@@ -12,8 +12,8 @@ so that no confirmation runs on a seed the search selected on, and the members o
 front pair by seed (analysis.confirmation compares them). A confirmation's config is its
 member's with the new seed and names.CONFIRM_OF = the member's trial id: its row's
 confirm_of column names the member, and its MLflow run is a child of the sweep's run
-like every trial's. Confirmations are journaled like search trials ("confirm_of" in
-their lines) and are never told to the Optuna studies: they are measurements of chosen
+like every trial's. Confirmations are journaled like search trials ("confirm_of" and
+"member", the member's journal n, in their lines) and are never told to the Optuna studies: they are measurements of chosen
 configurations, not samples of the search.
 
 The members and points are computed from the journal and the rows alone
@@ -35,10 +35,18 @@ from trainables import names
 
 @dataclass(frozen=True)
 class Point:
-    """One confirmation trial: its slot, the member it re-runs, its config (new seed)."""
+    """One confirmation trial: its slot, the member it re-runs (its row's trial id and its
+    journal n), its config (new seed)."""
     slot: int
     confirm_of: str
     config: dict
+    member: int = -1
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """(member n, seed): what a journaled confirmation is matched by on a resume (a
+        member rerun after its row was moved away keeps its n, not its trial id)."""
+        return self.member, int(self.config["seed"])
 
 
 def members(search: journal.Resumed) -> list[journal.Entry]:
@@ -65,31 +73,35 @@ def new_seeds(search: journal.Resumed, seed: int, k: int) -> list[int]:
 def points(search: journal.Resumed, seed: int, k: int) -> list[Point]:
     """Every member x every new seed, member-major: the sweep's confirmation trials."""
     seeds = new_seeds(search, seed, k)
-    return [Point(e.slot, search.rows[e.n], {**e.config, "seed": s}) for e in members(search) for s in seeds]
+    return [Point(e.slot, search.rows[e.n], {**e.config, "seed": s}, e.n) for e in members(search) for s in seeds]
 
 
 class ConfirmSearch(JournaledSearch):
     """The confirmation trials, in the order of `points`; a resume reruns the pending ones
-    first (JournaledSearch), then goes on with the points not yet journaled."""
+    first (JournaledSearch), then goes on with the points not journaled yet (by Point.key)."""
 
     def __init__(self, planned: list[Point], journal_file=None):
         super().__init__(journal_file)
-        self.planned = list(planned)
-        self.next = 0                              # the next point to hand out
+        self.todo = list(planned)                  # the points still to hand out, in order
 
     def resume(self, resumed: journal.Resumed) -> None:
         """`resumed`: the whole journal; its n go on after every entry, search ones too."""
         confirmations = resumed.part(confirmations=True)
         self.started, self.pending = len(resumed.entries), list(confirmations.pending)
-        self.next = len(confirmations.entries)
+        journaled = {(e.member, int(e.config.get("seed", -1))) for e in confirmations.entries}
+        by_id = {(e.confirm_of, int(e.config.get("seed", -1))) for e in confirmations.entries}   # lines without n
+        self.todo = [p for p in self.todo if p.key not in journaled and (p.confirm_of, p.key[1]) not in by_id]
+
+    def left(self) -> int:
+        """Trials this searcher still hands out: the pending reruns and the new points."""
+        return len(self.pending) + len(self.todo)
 
     def _new(self, trial_id: str, n: int):
-        if self.next >= len(self.planned):
+        if not self.todo:
             return Searcher.FINISHED
-        point = self.planned[self.next]
-        self.next += 1
+        point = self.todo.pop(0)
         return ({**point.config, names.CONFIRM_OF: point.confirm_of},
-                {"slot": point.slot, "confirm_of": point.confirm_of})
+                {"slot": point.slot, "confirm_of": point.confirm_of, "member": point.member})
 
 
 def _state(plan) -> tuple[journal.Resumed, journal.Resumed | None]:
@@ -123,11 +135,11 @@ def run_confirmations(plan, callbacks: list) -> None:
     if search is None:
         return
     planned = points(search, plan.seed, plan.confirm)
-    left = len(planned) - len(state.part(confirmations=True).done)
-    if left <= 0:
-        return
     searcher = ConfirmSearch(planned, plan.sweep_dir / journal.FILE)
     searcher.resume(state)
+    left = searcher.left()
+    if left <= 0:
+        return
     progress = []
     if not plan.quiet:
         seeds = new_seeds(search, plan.seed, plan.confirm)

@@ -4,7 +4,8 @@
       {"n": 3, "trial_id": "3f2a1_00003", "slot": 1, "config": {...},
        "optuna_trial": 1, "objectives": [...], "params": {...}, "distributions": {...}}
 
-A confirmation trial (study.confirm) adds "confirm_of": the search trial it re-runs.
+A confirmation trial (study.confirm) adds "confirm_of" and "member": the search trial it
+re-runs, by trial id and by n.
 `n` counts the sweep's trials in the order they were suggested; `slot` is the
 imbalance level x cell the trial belongs to (study.searcher); `optuna_trial`,
 `params` and `distributions` are the Optuna trial's number in the slot's study
@@ -48,6 +49,7 @@ class Entry:
     distributions: dict = field(default_factory=dict)
     optuna_trial: int | None = None       # its trial's number in its slot's Optuna study (newest line)
     confirm_of: str | None = None         # a confirmation trial: the search trial it re-runs
+    member: int | None = None             # ... and that trial's journal n
 
 
 @dataclass
@@ -111,7 +113,8 @@ def read(path: Path) -> list[Entry]:
             entry = Entry(n, int(record["slot"]), dict(record["config"]), [trial_id],
                           dict(record.get("params", {})), dict(record.get("distributions", {})),
                           None if number is None else int(number),
-                          None if record.get("confirm_of") is None else str(record["confirm_of"]))
+                          None if record.get("confirm_of") is None else str(record["confirm_of"]),
+                          None if record.get("member") is None else int(record["member"]))
         except (ValueError, KeyError, TypeError):
             if i == len(lines) - 1:
                 break

@@ -66,7 +66,7 @@ class JournaledSearch(Searcher):
             record = {"n": entry.n, "slot": entry.slot, "params": entry.params,
                       "distributions": entry.distributions, **self._again(trial_id, entry)}
             if entry.confirm_of:
-                record["confirm_of"] = entry.confirm_of
+                record.update(confirm_of=entry.confirm_of, member=entry.member)
         else:
             suggested = self._new(trial_id, self.started)
             if suggested is None or suggested is Searcher.FINISHED:

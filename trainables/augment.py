@@ -53,10 +53,14 @@ def crop_flip_theta(b: int, g, device, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3)) 
     return torch.stack([torch.stack([w * flip, zero, cx], -1), torch.stack([zero, h, cy], -1)], 1)
 
 
-def crop_flip(x: torch.Tensor, g, scale=(0.08, 1.0)) -> torch.Tensor:
+def crop_flip(x: torch.Tensor, g, scale=(0.08, 1.0), flip: bool = True) -> torch.Tensor:
     """[B, C, H, W] float -> a random resized crop (area fraction in `scale`, aspect in
-    [3/4, 4/3]) of each image, horizontally flipped with probability 1/2, at full size."""
-    return _warp(x, crop_flip_theta(len(x), g, x.device, scale))
+    [3/4, 4/3]) of each image, horizontally flipped with probability 1/2 (never with
+    flip=False: gray digits), at full size."""
+    theta = crop_flip_theta(len(x), g, x.device, scale)
+    if not flip:
+        theta[:, 0, 0] = theta[:, 0, 0].abs()
+    return _warp(x, theta)
 
 
 def small_affine_theta(b: int, g, device, degrees=15.0, scale=(0.85, 1.15), shift=0.15) -> torch.Tensor:

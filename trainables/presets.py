@@ -38,14 +38,14 @@ DATASET_PRESETS = {
 # --set of one of them wins): the scripts' defaults at the commits read (docs/results.md).
 # BalFeat's main_lincls.py (MoCo's, bingykang/BalFeat@7a05423): SGD lr 30, momentum 0.9, no weight
 # decay, batch 256, 100 epochs, lr x0.1 at 60 and 80, RandomResizedCrop (scale 0.08-1) + flip.
-# SupContrast's main_linear.py (HobbitLong/SupContrast@000a4b0): SGD lr 0.1, momentum 0.9, no
-# weight decay, batch 32, 14 epochs, lr x0.2 at 8, 11 and 13, RandomResizedCrop (scale 0.2-1) + flip.
+# SupContrast's main_linear.py (HobbitLong/SupContrast, master): SGD lr 0.1, momentum 0.9, no
+# weight decay, batch 256, 100 epochs, lr x0.2 at 60, 75 and 90, RandomResizedCrop (scale 0.2-1) + flip.
 _AUGMENTED = {"probe.protocol": "augmented", "probe.momentum": 0.9, "probe.weight_decay": 0.0}
 PROBE_PRESETS = {
     "balfeat": {**_AUGMENTED, "probe.lr": 30.0, "probe.batch_size": 256, "probe.epochs": 100,
                 "probe.milestones": "60,80", "probe.decay": 0.1, "probe.crop_scale": 0.08},
-    "supcon": {**_AUGMENTED, "probe.lr": 0.1, "probe.batch_size": 32, "probe.epochs": 14,
-               "probe.milestones": "8,11,13", "probe.decay": 0.2, "probe.crop_scale": 0.2},
+    "supcon": {**_AUGMENTED, "probe.lr": 0.1, "probe.batch_size": 256, "probe.epochs": 100,
+               "probe.milestones": "60,75,90", "probe.decay": 0.2, "probe.crop_scale": 0.2},
 }
 
 # Every entry point's --smoke: a whole trial in seconds on two CPU cores.

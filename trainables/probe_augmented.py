@@ -43,15 +43,16 @@ def _order(labels: torch.Tensor, num_classes: int, balanced: bool, generator) ->
 
 def fit_augmented_probe(encoder: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
                         cfg: ProbeConfig, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator,
-                        balanced_sampling: bool = False, views: Callable | None = None) -> nn.Linear:
+                        balanced_sampling: bool = False, views: Callable | None = None,
+                        flip: bool = True) -> nn.Linear:
     """Train (W, b) on f(views(x)) for cfg.epochs epochs; the encoder is left as it was.
 
     images: [n, C, H, W] uint8 on the device; labels: [n]; mean, std: [C, 1, 1].
     views(x, generator) -> x': the augmentation of a float batch in [0, 1] (default:
-    crop_flip with cfg.crop_scale). Returns the nn.Linear in eval mode; predict it on the
+    crop_flip with cfg.crop_scale, flipping only with `flip`: not gray digits). Returns the nn.Linear in eval mode; predict it on the
     encoder's features of un-augmented images (trainables.probe.extract_features).
     """
-    views = views or (lambda x, g: crop_flip(x, g, scale=(cfg.crop_scale, 1.0)))
+    views = views or (lambda x, g: crop_flip(x, g, scale=(cfg.crop_scale, 1.0), flip=flip))
     was_training = encoder.training
     encoder.eval()
     with torch.no_grad():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from trainables import names
-from trainables.config import TrialConfig
+from trainables.config import ProbeConfig, TrialConfig
 from trainables.data import Splits, balanced_indices, load_splits, longtail_indices
 from trainables.metrics import balancedness, per_class_accuracy, summarize
 from trainables.models import build_encoder
@@ -143,7 +143,7 @@ def _evaluate_probes(pool, test, test_y, data: TrainSet, plan: DataPlan, cfg: Tr
         idx = idx.to(pool.device)
         if cfg.probe.protocol == "augmented":
             probe = fit_augmented_probe(encoder, data.images[idx], data.labels[idx], data.num_classes, cfg.probe,
-                                        data.mean, data.std, generator, balanced_sampling)
+                                        data.mean, data.std, generator, balanced_sampling, flip=data.kind != "gray")
         else:
             probe = fit_linear_probe(pool[idx], data.labels[idx], data.num_classes, cfg.probe,
                                      generator, balanced_sampling)
@@ -159,12 +159,14 @@ def evaluate_selection(pool, test, test_y, data: TrainSet, plan: DataPlan, cfg: 
     a linear probe trained on the selected images only, scored on the balanced test set."""
     lt = plan.lt_indices.to(pool.device)
     feats, labels = pool[lt], data.labels[lt]
+    # the selection's probes are cached ones: with probe.protocol=augmented, the cached defaults
+    cached = cfg.probe if cfg.probe.protocol == "cached" else ProbeConfig()
     rows = []
     for budget in cfg.select.budget_list:
         for name in cfg.select.strategy_list:
             knobs = {k: getattr(cfg.select, k) for k in STRATEGIES[name].knobs}
             idx = select(name, feats.cpu(), budget, cfg.seed, **knobs).to(pool.device)
-            probe = fit_linear_probe(feats[idx], labels[idx], data.num_classes, cfg.probe, generator)
+            probe = fit_linear_probe(feats[idx], labels[idx], data.num_classes, cached, generator)
             acc = per_class_accuracy(predict(probe, test), test_y, data.num_classes)
             rows.append(names.selection_record(
                 strategy=name, budget=budget, **measures(labels[idx].cpu(), data.num_classes),

@@ -40,6 +40,7 @@ def test_points_are_every_member_on_every_new_seed_naming_the_row_it_confirms():
     assert [(p.slot, p.confirm_of, p.config["seed"]) for p in planned] == [
         (0, "t0", 5), (0, "t0", 6), (0, "t2", 5), (0, "t2", 6), (1, "t1", 5), (1, "t1", 6),
         (1, "t3", 5), (1, "t3", 6), (1, "t5", 5), (1, "t5", 6)]
+    assert [p.key for p in planned[:4]] == [(0, 5), (0, 6), (2, 5), (2, 6)]      # (member n, seed)
     # the member's config, the seed replaced
     assert planned[2].config == {"loss.k": 2, "data.imbalance_ratio": 1.0, "seed": 5}
 
@@ -59,6 +60,7 @@ def test_confirm_search_hands_out_the_points_then_finishes_and_journals_them(tmp
     lines = [json.loads(line) for line in file.read_text().splitlines()][7:]
     assert [line["n"] for line in lines] == list(range(7, 17))       # after the search's n
     assert [line["confirm_of"] for line in lines] == [p.confirm_of for p in planned]
+    assert [line["member"] for line in lines] == [p.member for p in planned]
     assert all(names.CONFIRM_OF not in line["config"] for line in lines)   # private keys stay out
 
 
@@ -88,6 +90,13 @@ def test_a_resume_reruns_pending_confirmations_first_and_goes_on_with_the_rest(t
     assert [(c[names.CONFIRM_OF], c["seed"]) for c in rest] == [(p.confirm_of, p.config["seed"])
                                                                for p in planned[3:]]
     assert again.suggest("extra") is Searcher.FINISHED
+    # a member rerun under a new trial id (its row moved away) is matched by its n: nothing twice
+    moved = [journal.Entry(e.n, e.slot, e.config, e.trial_ids, confirm_of="new", member=e.member)
+             for e in journal.read(file) if e.confirm_of]
+    third = ConfirmSearch(points(journal.Resumed(state.entries, state.done, [], set(), {**state.rows, 0: "new0"}),
+                                 0, 2), file)
+    third.resume(journal.Resumed([*state.entries, *moved], state.done, [], set(), state.rows))
+    assert third.left() == 0 and third.suggest("x") is Searcher.FINISHED
     lines = [json.loads(line) for line in file.read_text().splitlines()]
     assert [line["n"] for line in lines[10:]] == [8, 9, *range(10, 17)]     # reruns keep their n
     assert lines[10]["confirm_of"] == "t0"

@@ -29,7 +29,8 @@ def test_step_decay_multiplies_the_rate_at_each_milestone_reached():
     balfeat = TrialConfig.from_flat(resolve({"probe.preset": "balfeat"}, {})).probe
     assert [lr_at(balfeat, e) for e in (0, 59, 60, 79, 80, 99)] == pytest.approx([30, 30, 3, 3, 0.3, 0.3])
     supcon = TrialConfig.from_flat(resolve({"probe.preset": "supcon"}, {})).probe
-    assert [lr_at(supcon, e) for e in (0, 7, 8, 10, 11, 13)] == pytest.approx([0.1, 0.1, 0.02, 0.02, 0.004, 0.0008])
+    assert [lr_at(supcon, e) for e in (0, 59, 60, 74, 75, 89, 90)] == pytest.approx(
+        [0.1, 0.1, 0.02, 0.02, 0.004, 0.004, 0.0008])
 
 
 def test_two_full_batch_epochs_equal_hand_written_sgd_with_momentum_and_decay():
@@ -88,3 +89,13 @@ def test_presets_resolve_into_explicit_keys_and_a_set_key_wins():
     with pytest.raises(ValueError, match="probe.milestones"):
         TrialConfig.from_flat({"probe.milestones": "60,x"})
     assert TrialConfig().probe.protocol == "cached"            # the cached probe stays the default
+
+
+def test_gray_digits_are_cropped_but_never_flipped():
+    from trainables.augment import crop_flip
+    x = torch.zeros(64, 1, 8, 8)
+    x[..., :4] = 1.0                                           # bright left half
+    def left_brighter(v):
+        return (v[..., :4].mean((1, 2, 3)) >= v[..., 4:].mean((1, 2, 3)))
+    assert left_brighter(crop_flip(x, torch.Generator().manual_seed(0), scale=(0.5, 1.0), flip=False)).all()
+    assert not left_brighter(crop_flip(x, torch.Generator().manual_seed(0), scale=(0.5, 1.0))).all()

@@ -154,7 +154,7 @@ def report_section(paths, ok: pd.DataFrame, markdown_table) -> list[str]:
                   markdown_table(interval_table(ok.merge(table[["trial_id", "convergence"]], on="trial_id")))]
         shown = measured.sort_values(["loss.name", "data.imbalance_ratio", "convergence"]).head(TRIALS_SHOWN)
         parts += [f"Every trial{'' if len(measured) <= TRIALS_SHOWN else f' (the {TRIALS_SHOWN} least converged)'}:",
-                  markdown_table(shown.round({"knn_acc": 3, "plateau": 3, "convergence": 3}))]
+                  markdown_table(shown.round({names.KNN_ACC: 3, "plateau": 3, "convergence": 3}))]
     missing = table[table["convergence"].isna()]
     if len(missing):
         keys = sorted({(r["loss.name"], r["data.dataset"], r["model.arch"])

@@ -25,7 +25,7 @@ import pandas as pd
 from analysis.selection import mean_ci
 from trainables import names
 
-NAMES = {"ce": "CE", "simclr": "SimCLR", "supcon": "SupCon", "kcl": "KCL"}
+NAMES = {"ce": "CE", "simclr": "SimCLR", "supcon": "SupCon", "kcl": "KCL", "pkcl": "pkcl"}
 WORDS = {names.TOP1: ("more accurate", "less accurate", "top-1"),
          names.BALANCEDNESS: ("more balanced", "less balanced", "p(V)")}
 COLUMNS = ["ratio", "a", "b", "metric", "pairs", "difference", "ci low", "ci high"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import comparisons, confirmation, convergence, figures, importance, selection
+from analysis import comparisons, confirmation, convergence, figures, importance, label_free, selection
 from analysis.bucket import is_remote, join, local_copy, upload_tree
 from analysis.markdown import escape, markdown_table, one_line
 from analysis.results import load_results
@@ -132,8 +132,9 @@ def write_report(paths, out: str | Path | None = None, sigmas=(0.1, 0.5, 1.0), p
     knobs = importance.report_section([sweep_folder(p) for p in paths], out, markdown_table)
     text += "\n" + "\n\n".join(knobs) + "\n" if knobs else ""
     if any(selection.has_selection(p) for p in paths):
-        parts = selection.report_sections(selection.load_selection(paths), out,
-                                          int(df["num_classes"].dropna().iloc[0]), markdown_table)
+        rows, num_classes = selection.load_selection(paths), int(df["num_classes"].dropna().iloc[0])
+        parts = selection.report_sections(rows, out, num_classes, markdown_table)
+        parts += label_free.report_section(rows, num_classes, markdown_table)
         text += "\n" + "\n\n".join(parts) + "\n"
     path = out / "report.md"
     path.write_text(text)

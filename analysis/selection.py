@@ -21,8 +21,9 @@ from analysis.tables import ols_slope, t_quantile
 from trainables import names
 
 LT_TOP1, LT_BALANCE = names.sweep_objectives(names.LT, "multi")
-TRIAL_COLUMNS = ["trial_id", names.STATUS, "loss.name", "data.imbalance_ratio", "seed", LT_TOP1, LT_BALANCE,
-                 names.probe_metric(names.BALANCED, names.BALANCEDNESS)]
+ENCODER = "encoder"         # the loss, and for pkcl its number of clusters: "pkcl M=10"
+TRIAL_COLUMNS = ["trial_id", names.STATUS, "loss.name", "loss.clusters", "data.imbalance_ratio", "seed", LT_TOP1,
+                 LT_BALANCE, *(names.probe_metric(names.BALANCED, m) for m in (names.TOP1, names.BALANCEDNESS))]
 METRICS = [names.CLASSES_COVERED, names.ENTROPY, names.IMBALANCE, names.TOP1, names.BALANCEDNESS]
 
 
@@ -40,7 +41,14 @@ def load_selection(paths) -> pd.DataFrame:
         raise FileNotFoundError(f"no selection results under {', '.join(map(str, paths))}")
     trials = load_results(paths, columns=[*TRIAL_COLUMNS, names.CONFIRM_COLUMN])
     searched = trials[(trials[names.STATUS] == "ok") & trials[names.CONFIRM_COLUMN].isna()]
+    searched = searched.assign(**{ENCODER: [encoder_name(loss, m) for loss, m in
+                                            zip(searched["loss.name"], searched["loss.clusters"])]})
     return rows.merge(searched.drop(columns=[names.CONFIRM_COLUMN]), on="trial_id")
+
+
+def encoder_name(loss: str, clusters) -> str:
+    """The encoder's label in the selection tables: the loss, with M for pkcl."""
+    return f"{loss} M={int(clusters)}" if loss == "pkcl" and pd.notna(clusters) else loss
 
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -56,17 +64,18 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def _fmt(m: float, lo: float, hi: float, digits: int = 3) -> str:
+def fmt_ci(m: float, lo: float, hi: float, digits: int = 3) -> str:
+    """'mean [low, high]', or the mean alone where there is no interval (NaN bounds)."""
     return f"{m:.{digits}f}" if math.isnan(lo) else f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def budget_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per encoder, strategy and budget: trials and the mean [95% CI] of each measure."""
     out = []
-    for (loss, strategy, budget), g in df.groupby(["loss.name", "strategy", "budget"]):
+    for (loss, strategy, budget), g in df.groupby([ENCODER, "strategy", "budget"]):
         row = {"encoder": loss, "strategy": strategy, "budget": budget, "n": len(g)}
         for m in (names.CLASSES_COVERED, names.ENTROPY, names.TOP1, names.BALANCEDNESS):
-            row[m] = _fmt(*mean_ci(g[m]), digits=2 if m == names.CLASSES_COVERED else 3)
+            row[m] = fmt_ci(*mean_ci(g[m]), digits=2 if m == names.CLASSES_COVERED else 3)
         row["imbalance (median)"] = f"{g[names.IMBALANCE].median():.1f}"
         out.append(row)
     return pd.DataFrame(out)
@@ -77,7 +86,7 @@ def imbalance_slopes(df: pd.DataFrame, encoder: str = "simclr", measure: str = n
     for one encoder, with a 95% CI; an interval containing 0 is consistent with
     selection that does not depend on the pool's imbalance."""
     out = []
-    for (strategy, budget), g in df[df["loss.name"] == encoder].groupby(["strategy", "budget"]):
+    for (strategy, budget), g in df[df[ENCODER] == encoder].groupby(["strategy", "budget"]):
         x = np.log10(g["data.imbalance_ratio"].to_numpy(dtype=float))
         y = g[measure].to_numpy(dtype=float)
         if len(x) < 3 or np.ptp(x) == 0:
@@ -93,7 +102,7 @@ def paired_difference(df: pd.DataFrame, a: str, b: str, measure: str) -> pd.Data
     """Q2: per strategy, mean of measure(encoder a) - measure(encoder b) over pairs
     with the same imbalance ratio, seed and budget, with a 95% CI."""
     keys = ["strategy", "data.imbalance_ratio", "seed", "budget"]
-    wide = df[df["loss.name"].isin([a, b])].pivot_table(index=keys, columns="loss.name", values=measure)
+    wide = df[df[ENCODER].isin([a, b])].pivot_table(index=keys, columns=ENCODER, values=measure)
     if a not in wide or b not in wide:
         return pd.DataFrame(columns=["strategy", "pairs", "difference", "ci low", "ci high"])
     diff = (wide[a] - wide[b]).dropna().rename("d").reset_index()
@@ -110,14 +119,14 @@ def small_budget(df: pd.DataFrame, num_classes: int) -> pd.DataFrame:
     and the paired gain over `random` in classes covered."""
     small = df[df["budget"] <= num_classes]
     out = []
-    keys = ["loss.name", "data.imbalance_ratio", "seed", "budget"]
+    keys = [ENCODER, "data.imbalance_ratio", "seed", "budget"]
     random = small[small["strategy"] == "random"].set_index(keys)[names.CLASSES_COVERED]
-    for (loss, strategy), g in small.groupby(["loss.name", "strategy"]):
+    for (loss, strategy), g in small.groupby([ENCODER, "strategy"]):
         gain = (g.set_index(keys)[names.CLASSES_COVERED] - random).dropna()
         out.append({"encoder": loss, "strategy": strategy, "n": len(g),
-                    "covered fraction": _fmt(*mean_ci(g[names.CLASSES_COVERED] / num_classes)),
-                    names.ENTROPY: _fmt(*mean_ci(g[names.ENTROPY])),
-                    "classes over random": _fmt(*mean_ci(gain), digits=2)})
+                    "covered fraction": fmt_ci(*mean_ci(g[names.CLASSES_COVERED] / num_classes)),
+                    names.ENTROPY: fmt_ci(*mean_ci(g[names.ENTROPY])),
+                    "classes over random": fmt_ci(*mean_ci(gain), digits=2)})
     return pd.DataFrame(out)
 
 
@@ -125,10 +134,10 @@ def figure(df: pd.DataFrame, out: Path, measure: str, label: str) -> Path:
     """`measure` against the budget, one panel per encoder, a line per strategy
     (mean over imbalance levels and seeds, 95% CI as error bars)."""
     from analysis.figures import plt, save_figure
-    encoders = sorted(df["loss.name"].unique())
+    encoders = sorted(df[ENCODER].unique())
     fig, axes = plt.subplots(1, len(encoders), figsize=(4.2 * len(encoders), 3.4), sharey=True, squeeze=False)
     for ax, loss in zip(axes[0], encoders):
-        for strategy, g in df[df["loss.name"] == loss].groupby("strategy"):
+        for strategy, g in df[df[ENCODER] == loss].groupby("strategy"):
             stats = [(b, *mean_ci(gb[measure])) for b, gb in g.groupby("budget")]
             b, m, lo, hi = (np.array(v, dtype=float) for v in zip(*stats))
             err = np.nan_to_num(np.vstack([m - lo, hi - m]))
@@ -168,7 +177,7 @@ def report_sections(df: pd.DataFrame, out: Path, num_classes: int, markdown_tabl
 
 
 def _q1(df, markdown_table) -> list[str]:
-    encoder = "simclr" if "simclr" in set(df["loss.name"]) else sorted(df["loss.name"].unique())[0]
+    encoder = "simclr" if "simclr" in set(df[ENCODER]) else sorted(df[ENCODER].unique())[0]
     parts = [f"### Q1: does selection in {escape(encoder)} features depend on the pool's imbalance?"]
     for measure in (names.ENTROPY, names.TOP1):
         slopes = imbalance_slopes(df, encoder, measure)
@@ -185,7 +194,7 @@ def _q1(df, markdown_table) -> list[str]:
 
 def _q2(df, markdown_table) -> list[str]:
     parts = ["### Q2: does a balanced and discriminative space (KCL) select better?"]
-    encoders = set(df["loss.name"])
+    encoders = set(df[ENCODER])
     for other in ("simclr", "ce"):
         if "kcl" not in encoders or other not in encoders:
             continue
@@ -197,7 +206,7 @@ def _q2(df, markdown_table) -> list[str]:
                          f"indistinguishable for {tied}.")
             parts.append(markdown_table(d))
     if "kcl" in encoders:
-        enc = df.drop_duplicates("trial_id").groupby("loss.name")[[LT_BALANCE, LT_TOP1]].mean()
+        enc = df.drop_duplicates("trial_id").groupby(ENCODER)[[LT_BALANCE, LT_TOP1]].mean()
         parts.append("The encoders' own balancedness and top-1 (long-tailed probe, mean over trials): "
                      + ", ".join(f"{loss} p(V) {r[LT_BALANCE]:.3f}, top-1 {r[LT_TOP1]:.3f}"
                                  for loss, r in enc.rename(index=escape).iterrows()) + ".")

@@ -128,8 +128,9 @@ def _check_not_searched(study, overrides: dict) -> None:
 
 def _losses(study, cfg: TrialConfig) -> list[str]:
     """The losses a study's trials train with: its grid's, its cells', its space's constant, or the base's."""
-    if "loss.name" in study.grid or "loss.name" in study.cells:
-        return study.grid.get("loss.name") or study.cells["loss.name"]
+    cells = [cell["loss.name"] for cell in study.cell_configs() if "loss.name" in cell]
+    if "loss.name" in study.grid or cells:
+        return study.grid.get("loss.name") or list(dict.fromkeys(cells))
     if study.space is not None:
         return [study.ask()[1].get("loss.name", cfg.loss.name)]
     return [cfg.loss.name]
@@ -158,6 +159,14 @@ def _check_k(study, cfg: TrialConfig, class_counts: list[int]) -> None:
         raise ValueError(f"loss.k={cfg.loss.k} reaches every same-label row of a batch (largest class: "
                          f"{max(class_counts)} train images at imbalance {cfg.data.imbalance_ratio:g}, "
                          f"batch {cfg.optim.batch_size}): KCL would equal SupCon; pick k < {limit}")
+
+
+def _check_clusters(study, cfg: TrialConfig, class_counts: list[int]) -> None:
+    """pkcl cannot cut its train set into more clusters than it has images."""
+    if cfg.loss.name == "pkcl" and "loss.clusters" not in study.searched_keys() \
+            and cfg.loss.clusters > sum(class_counts):
+        raise ValueError(f"loss.clusters={cfg.loss.clusters}: more clusters than the {sum(class_counts)} images "
+                         f"of the long-tailed train set at imbalance {cfg.data.imbalance_ratio:g}")
 
 
 def _check_budgets(cfg: TrialConfig, class_counts: list[int]) -> None:
@@ -211,13 +220,15 @@ def _imbalance(args, base: dict) -> tuple[list[float], tuple[float, float] | Non
 
 def check_trial_configs(study, base: dict, ratios: list[float], seed: int) -> TrialConfig | None:
     """Every trial's config must be valid at every level (or both ends of the range), in
-    every cell; returns the last one (they share the training length), None for no ratios."""
+    every cell or grid point; returns the last one (they share the training length), None
+    for no ratios."""
     cfg = None
     for ratio in ratios:
-        for cell in study.cell_configs():
+        for cell in study.variants():
             cfg = TrialConfig.from_flat({**base, **cell, "data.imbalance_ratio": ratio, "seed": seed})
             counts = plan_data(cfg).class_counts
             _check_k(study, cfg, counts)
+            _check_clusters(study, cfg, counts)
             _check_budgets(cfg, counts)
     return cfg
 

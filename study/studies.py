@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from search_spaces import ce, cl, kpcl, select, supcon
+from search_spaces import ce, cl, kpcl, pkcl, select, supcon
 from trainables import names
 from trainables.presets import SMOKE
 
@@ -18,9 +18,11 @@ class Study:
     space: `space(trial) -> dict` searched by Optuna, or None for a grid study.
     grid: config key -> values, every combination run (grid studies only).
     base: flat config every trial starts from (the space's values override it).
-    cells: config key -> values (searched studies only): every combination gets an
-        equal share of the trials at every imbalance level, each level x cell its own
-        Optuna search; round r of the trials (one per level x cell) uses seed + r.
+    cells: config key -> values (searched studies only), every combination a cell; or
+        the list of cells itself (flat configs), where not every combination makes sense.
+        Every cell gets an equal share of the trials at every imbalance level, each
+        level x cell its own Optuna search; round r of the trials (one per level x cell)
+        uses seed + r.
     objectives: what Optuna maximises, if not the --objective/--probe choice.
     question: what the study asks, in a sentence (its MLflow experiment's description).
     confirm: whether the budget's --confirm default applies (study.confirm).
@@ -29,7 +31,7 @@ class Study:
     space: Callable | None = None
     grid: dict[str, list] = field(default_factory=dict)
     base: dict = field(default_factory=dict)
-    cells: dict[str, list] = field(default_factory=dict)
+    cells: dict[str, list] | list[dict] = field(default_factory=dict)
     objectives: list[str] | None = None
     question: str = ""
     confirm: bool = True        # the budget's --confirm applies (select: its answers pair seeds already)
@@ -46,13 +48,22 @@ class Study:
         """Every config key the sweep sets per trial, whatever the base config says: the
         space's samples and constants (or the grid), the cells, the level and the seed."""
         keys = set(self.grid) if self.space is None else set().union(*self.ask())
-        return keys | set(self.cells) | {"data.imbalance_ratio", "seed"}
+        return keys | set().union(*self.cell_configs()) | {"data.imbalance_ratio", "seed"}
 
     def cell_configs(self) -> list[dict]:
-        """Every combination of the cells' values ([{}] without cells)."""
+        """The cells: the list given, or every combination of the values ([{}] without cells)."""
         import itertools
+        if isinstance(self.cells, list):
+            return self.cells
         keys = list(self.cells)
         return [dict(zip(keys, values)) for values in itertools.product(*self.cells.values())]
+
+    def variants(self) -> list[dict]:
+        """The fixed parts of the trials' configs: the grid's points, or the cells."""
+        import itertools
+        if self.space is not None:
+            return self.cell_configs()
+        return [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
 
 
 # Study setting: shapes, a fixed total of 2,000 train images so that the imbalance
@@ -60,10 +71,19 @@ class Study:
 # images per class, enough for the head class up to ratio 100.
 BASE = {"data.dataset": "shapes", "data.total": 2000}
 
+# The select study's encoders: label-free (simclr; pkcl with as many clusters as shapes has
+# classes, and with 5x as many, its default) and label-using references (kcl, ce).
+SELECT_ENCODERS = [{"loss.name": "simclr"}, {"loss.name": "pkcl", "loss.clusters": 10},
+                   {"loss.name": "pkcl", "loss.clusters": 50}, {"loss.name": "kcl"}, {"loss.name": "ce"}]
+
 STUDIES = {
     "kpcl": Study("k-positive contrastive learning: k, temperature, imbalance ratio", kpcl.space, base=BASE,
                   question="Which k and temperature give k-positive contrastive learning (KCL) a feature space "
                   "that is both discriminative (top-1) and balanced (p(V)) at each imbalance level?"),
+    "pkcl": Study("pseudo-label KCL (no labels): k, temperature, clusters M, warm-up, imbalance ratio", pkcl.space,
+                  base=BASE, question="Can k-positive contrastive learning balance a feature space without labels, "
+                  "drawing its positives from clusters of the encoder's own features, and with which k, "
+                  "temperature and number of clusters?"),
     "cl": Study("SimCLR-style contrastive learning: temperature, imbalance ratio", cl.space, base=BASE,
                 question="Does label-free contrastive learning (SimCLR) keep its feature space balanced as "
                 "the train set grows more imbalanced, and at which temperature?"),
@@ -73,19 +93,20 @@ STUDIES = {
     "ce": Study("cross-entropy: learning rate, weight decay, imbalance ratio", ce.space, base=BASE,
                 question="How balanced is a cross-entropy encoder's feature space at each imbalance level, "
                 "tuned for learning rate and weight decay (the paper's baseline)?"),
-    "select": Study("budgeted selection of images to label: encoders (simclr; ce and kcl as label-using "
-                    "references) x imbalance levels x seeds, every strategy at every budget; Optuna tunes "
-                    "probcover's delta and spread's multiplier", select.space,
-                    base={**BASE, "select.budgets": "10,20,40,100"}, cells={"loss.name": ["simclr", "ce", "kcl"]},
+    "select": Study("budgeted selection of images to label: encoders (simclr, pkcl at M = 10 and 50 clusters; "
+                    "kcl and ce as label-using references) x imbalance levels x seeds, every strategy at "
+                    "every budget; Optuna tunes probcover's delta and spread's multiplier", select.space,
+                    base={**BASE, "select.budgets": "10,20,40,100"}, cells=SELECT_ENCODERS,
                     objectives=[names.select_objective("probcover", names.TOP1),
                                 names.select_objective("spread", names.TOP1)],
                     question="With a labelling budget and an unknown number of classes, which images should "
                     "be labelled, and does a label-free encoder's feature space pick a set as balanced and as "
                     "useful as label-using encoders do?", confirm=False),
-    "fig2": Study("the paper's Figure 2 as a grid: losses (ce, simclr, kcl) x imbalance levels x seeds",
-                  grid={"loss.name": ["ce", "simclr", "kcl"]}, base=BASE,
+    "fig2": Study("the paper's Figure 2 as a grid: losses (ce, simclr, kcl, pkcl) x imbalance levels x seeds",
+                  grid={"loss.name": ["ce", "simclr", "kcl", "pkcl"]}, base=BASE,
                   question="The paper's Figure 2: as the imbalance grows, does contrastive learning's feature "
-                  "space stay more balanced than cross-entropy's, and does KCL keep both?"),
+                  "space stay more balanced than cross-entropy's, does KCL keep both, and does its label-free "
+                  "form (pkcl) get closer to KCL than SimCLR?"),
 }
 
 

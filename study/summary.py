@@ -7,7 +7,7 @@ import pandas as pd
 
 from analysis.confirmation import split, summary_lines
 from analysis.results import load_results
-from analysis.selection import has_selection, load_selection
+from analysis.selection import ENCODER, has_selection, load_selection
 from analysis.tables import add_derived, frontier_members, ok_trials
 from study.optuna_store import dashboard_command
 from study.plan import SweepPlan
@@ -83,9 +83,9 @@ def summarize_sweep(plan: SweepPlan) -> bool:
         print("\n".join(summary_lines(df, plan.objectives)))
     if len(ok) and has_selection(plan.sweep_dir):
         measures = list(names.SELECT_OBJECTIVE_MEASURES)
-        means = load_selection(plan.sweep_dir).groupby(["loss.name", "strategy"])[measures].mean()
+        means = load_selection(plan.sweep_dir).groupby([ENCODER, "strategy"])[measures].mean()
         print("\nselected sets, mean over budgets, levels and seeds (probe top-1; label entropy):")
-        print(means.unstack("loss.name").round(3).to_string())
+        print(means.unstack(ENCODER).round(3).to_string())
     errors = df[df[names.STATUS] == "error"]
     for _, row in errors.head(5).iterrows():
         print(f"error in {row['trial_id']}: {row['error']}")

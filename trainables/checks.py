@@ -26,6 +26,7 @@ LIMITS = {
     "model.width": 512,                 # first-stage channels, doubled per stage [16-64]
     "model.proj_dim": 4096,             # [128]
     "loss.k": 65_536, "loss.queue_size": 65_536,   # [6; 4,096, BalFeat's ImageNet queue 65,536]
+    "loss.clusters": 100_000,           # pkcl's M [a few times the classes expected: 50 for 10]
     "temperature": 10.0,                # loss and kNN [0.07-0.3]
     "epochs": 5_000,                    # pretraining and probe [200; 100]
     "optim.batch_size": 8_192,          # [256]: the loss holds a (2B)^2 similarity matrix

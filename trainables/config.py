@@ -89,6 +89,7 @@ class ModelConfig:
 
 
 KCL_VARIANTS = ("harness", "balfeat")
+CLUSTER_METHODS = ("kmeans", "sinkhorn")       # pkcl's pseudo-labels: trainables.clustering
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,13 @@ class LossConfig:
     # queue mode: "harness" (both directions, positives drawn at random from the batch's and
     # the queue's keys) or "balfeat" (BalFeat's official loss; trainables.objectives.QueueKCL)
     kcl_variant: str = "harness"
+    # pkcl (trainables.objectives.PseudoKCL): M clusters of the train set's features, more than
+    # the classes one expects (their number is unknown); SimCLR for the first warmup_epochs,
+    # then re-clustered every recluster_every epochs, by k-means or a size-balanced assignment
+    clusters: int = 50
+    warmup_epochs: int = 10
+    recluster_every: int = 5
+    cluster_method: str = "kmeans"
 
     def __post_init__(self):
         from trainables.objectives import LOSSES
@@ -119,6 +127,11 @@ class LossConfig:
         within("loss.queue_size", self.queue_size, 1, LIMITS["loss.queue_size"])
         check(0 <= self.momentum < 1, "loss.momentum", self.momentum, "in [0, 1)")
         check(self.kcl_variant in KCL_VARIANTS, "loss.kcl_variant", self.kcl_variant, f"one of {KCL_VARIANTS}")
+        within("loss.clusters", self.clusters, 2, LIMITS["loss.clusters"])
+        within("loss.warmup_epochs", self.warmup_epochs, 0, LIMITS["epochs"])
+        within("loss.recluster_every", self.recluster_every, 1, LIMITS["epochs"])
+        check(self.cluster_method in CLUSTER_METHODS, "loss.cluster_method", self.cluster_method,
+              f"one of {CLUSTER_METHODS}")
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,9 @@ class TrialConfig:
         check(self.model.arch != "pixels" or self.optim.epochs == 0, "optim.epochs",
                self.optim.epochs, "0 with model.arch='pixels' (it has nothing to train)")
         within("seed", self.seed, 0, LIMITS["seed"])
+        check(self.loss.name != "pkcl" or self.loss.k == 0 or self.optim.epochs == 0
+              or self.loss.warmup_epochs < self.optim.epochs, "loss.warmup_epochs", self.loss.warmup_epochs,
+              f"below optim.epochs={self.optim.epochs} for pkcl (or it never clusters: SimCLR under another name)")
         check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None, "device", self.device,
               "'auto', 'cpu', 'cuda' or 'cuda:N' (N a device number >= 0)")
 

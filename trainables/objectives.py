@@ -11,6 +11,9 @@ The training loop sees one interface, chosen once at construction from LOSSES:
                                             or None for cross-entropy
     objective.reads                         config keys it reads beyond the ones
                                             every trial reads (data, model, optim, probe, eval)
+    objective.prepare(data)                 once, before training (and before a resume
+                                            restores its state): size buffers to the pool
+    objective.start_epoch(epoch, data)      before each epoch (0-based): e.g. re-cluster
 
 Adding a contrastive loss: a mask function in trainables.losses, and one entry
 `"name": Loss({"batch": BatchContrastive}, mask=name_mask)` below. Any other loss:
@@ -43,7 +46,17 @@ from trainables.models import projection_head
 CONTRASTIVE_KEYS = ("loss.temperature", "model.proj_dim")
 
 
-class CrossEntropy(nn.Module):
+class Objective(nn.Module):
+    """The hooks the loop calls around the epochs; most objectives need neither."""
+
+    def prepare(self, data) -> None:
+        """Once, before training; data: trainables.pretrain.TrainSet."""
+
+    def start_epoch(self, epoch: int, data) -> None:
+        """Before epoch `epoch` (0-based), also the first epoch after a resume."""
+
+
+class CrossEntropy(Objective):
     """Supervised CE: a linear head on the encoder's features, one view."""
     views = 1
     reads = ()
@@ -57,7 +70,7 @@ class CrossEntropy(nn.Module):
         return F.cross_entropy(self.head(self.encoder(views[0])), y), None
 
 
-class BatchContrastive(nn.Module):
+class BatchContrastive(Objective):
     """SimCLR, SupCon or batch-mode KCL: positives come from the 2B rows of the batch.
 
     z = normalize(g(f([x1; x2]))), rows [view 1 of images 0..B-1, view 2 of 0..B-1];
@@ -73,13 +86,17 @@ class BatchContrastive(nn.Module):
         self.mask_fn = LOSSES[cfg.loss.name].mask
         self.k, self.temperature, self.generator = cfg.loss.k, cfg.loss.temperature, generator
 
+    def positives(self, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """[2B, 2B] bool mask of the batch's rows (labels y [B], pool indices ids [B])."""
+        return self.mask_fn(torch.cat([y, y]), self.k, self.generator)
+
     def forward(self, views, y, ids):
         z = F.normalize(self.head(self.encoder(torch.cat(views))), dim=1)
-        mask = self.mask_fn(torch.cat([y, y]), self.k, self.generator)
+        mask = self.positives(y, ids)
         return contrastive_loss(z, mask, self.temperature), mask.sum(1).float().mean()
 
 
-class QueueKCL(nn.Module):
+class QueueKCL(Objective):
     """KCL in its MoCo form (Kang et al.'s implementation): keys from a momentum
     encoder, and a queue of past keys with their labels to draw positives from,
     so that a tail class whose batch holds one image still has k positives.
@@ -185,6 +202,50 @@ class QueueKCL(nn.Module):
         return (loss1 + loss2) / 2, (pos1 + pos2) / 2
 
 
+class PseudoKCL(BatchContrastive):
+    """Pseudo-label KCL (`loss=pkcl`): batch-mode KCL whose positives share a *pseudo*-class,
+    a cluster of the encoder's own features of the unlabelled train set. It never reads
+    a label: `y` is ignored, and the pseudo-labels come from trainables.clustering.
+
+    Epochs 0 .. warmup-1 are SimCLR (only the other view is a positive); at epoch warmup
+    and every `recluster_every` epochs after it, the train set's features (eval mode)
+    are clustered into M = loss.clusters groups on the device, and until the next
+    re-clustering the mask is kcl_mask(pseudo-labels):
+
+        P_i = {the other view of i} + k rows drawn among the batch's other rows in i's cluster
+
+    So k = 0 is SimCLR exactly (no clustering, no draw), and pseudo-labels equal to the
+    true labels make it KCL exactly. `pseudo` [N] (the pool's pseudo-labels, -1 where
+    never assigned) is a buffer, so a checkpoint resumes with the clusters it had.
+    """
+    reads = (*CONTRASTIVE_KEYS, "loss.k", "loss.clusters", "loss.warmup_epochs", "loss.recluster_every",
+             "loss.cluster_method")
+
+    def __init__(self, encoder: nn.Module, num_classes: int, cfg: TrialConfig, generator=None):
+        super().__init__(encoder, num_classes, cfg, generator)
+        self.clusters, self.method = cfg.loss.clusters, cfg.loss.cluster_method
+        self.warmup, self.every = cfg.loss.warmup_epochs, cfg.loss.recluster_every
+        self.clustered = False          # host-side: whether the pseudo-labels are in use this epoch
+        self.register_buffer("pseudo", torch.full((0,), -1, dtype=torch.long))
+
+    def prepare(self, data) -> None:
+        self.pseudo = torch.full((len(data.images),), -1, dtype=torch.long, device=data.images.device)
+
+    def start_epoch(self, epoch: int, data) -> None:
+        self.clustered = self.k > 0 and epoch >= self.warmup
+        if self.clustered and (epoch - self.warmup) % self.every == 0:
+            from trainables.clustering import cluster
+            from trainables.probe import extract_features
+            feats = extract_features(self.encoder, data.images[data.indices], data.mean, data.std)
+            self.pseudo[data.indices] = cluster(feats, self.clusters, self.method, self.generator)
+
+    def positives(self, y, ids):
+        if not self.clustered:                      # warm-up: SimCLR's mask, whatever k is
+            return simclr_mask(torch.cat([ids, ids]))
+        pseudo = self.pseudo[ids]
+        return self.mask_fn(torch.cat([pseudo, pseudo]), self.k, self.generator)
+
+
 @dataclass(frozen=True)
 class Loss:
     """A registered loss: its objective per `loss.mode`, the positives' mask of a
@@ -205,6 +266,8 @@ LOSSES = {
     "supcon": Loss({"batch": BatchContrastive}, mask=supcon_mask),
     # KCL draws its extra positives from the batch, or from a MoCo-style queue
     "kcl": Loss({"batch": BatchContrastive, "queue": QueueKCL}, mask=kcl_mask, reads=("loss.k",)),
+    # label-free KCL: positives from clusters of the encoder's own features
+    "pkcl": Loss({"batch": PseudoKCL}, mask=kcl_mask),
 }
 # Every loss-specific key: a trial leaves the ones its loss does not read null in its results.
 LOSS_KEYS = set().union(*(loss.keys(mode) for loss in LOSSES.values() for mode in loss.modes))

@@ -54,6 +54,7 @@ SMOKE = {
     "model.width": 8, "model.proj_dim": 32,
     "optim.epochs": 2, "optim.batch_size": 64,
     "probe.epochs": 20, "loss.queue_size": 256,
+    "loss.warmup_epochs": 1, "loss.recluster_every": 1, "loss.clusters": 20,   # pkcl clusters in epoch 2
 }
 
 

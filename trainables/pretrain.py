@@ -139,6 +139,24 @@ def _restore(state: dict, objective: nn.Module, opt, sched, generator: torch.Gen
     out.train_seconds, out.images_seen = float(state["train_seconds"]), int(state["images_seen"])
 
 
+def run_epoch(objective: nn.Module, opt, sched, data: TrainSet, batch: int,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over data.indices in batches of `batch` (the last partial one dropped):
+    the sums of the steps' losses and mean positives, still on the device."""
+    n = len(data.indices)
+    loss_sum = torch.zeros((), device=data.images.device)
+    pos_sum = torch.zeros((), device=data.images.device)
+    perm = data.indices[torch.randperm(n, generator=generator, device=data.images.device)]
+    for s in range(n // batch):
+        idx = perm[s * batch:(s + 1) * batch]
+        views = make_views(data.images[idx], data, objective.views, generator)
+        loss, n_pos = train_step(objective, opt, sched, views, data.labels[idx], idx)
+        loss_sum += loss
+        if n_pos is not None:
+            pos_sum += n_pos
+    return loss_sum, pos_sum
+
+
 def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: torch.Generator,
              report: Callable[[dict, Callable[[], dict]], None] | None = None,
              resume: dict | None = None, out: PretrainOutcome | None = None) -> PretrainOutcome:
@@ -154,26 +172,17 @@ def pretrain(objective: nn.Module, data: TrainSet, cfg: TrialConfig, generator: 
     out = PretrainOutcome() if out is None else out
     if cfg.optim.epochs == 0:                        # the untrained-encoder baseline
         return out
-    device = data.images.device
-    n = len(data.indices)
-    batch = min(cfg.optim.batch_size, n)
-    steps = n // batch
+    batch = min(cfg.optim.batch_size, len(data.indices))
+    steps = len(data.indices) // batch
     opt, sched = make_optimizer(objective, cfg, steps * cfg.optim.epochs)
+    objective.prepare(data)
     if resume is not None:
         _restore(resume, objective, opt, sched, generator, out)
     objective.train()
     for epoch in range(out.epochs_completed, cfg.optim.epochs):
         start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        pos_sum = torch.zeros((), device=device)
-        perm = data.indices[torch.randperm(n, generator=generator, device=device)]
-        for s in range(steps):
-            idx = perm[s * batch:(s + 1) * batch]
-            views = make_views(data.images[idx], data, objective.views, generator)
-            loss, n_pos = train_step(objective, opt, sched, views, data.labels[idx], idx)
-            loss_sum += loss
-            if n_pos is not None:
-                pos_sum += n_pos
+        objective.start_epoch(epoch, data)           # e.g. pkcl's re-clustering, timed as training
+        loss_sum, pos_sum = run_epoch(objective, opt, sched, data, batch, generator)
         mean_loss = float(loss_sum) / steps          # the epoch's one host-device sync
         out.train_seconds += time.perf_counter() - start
         out.images_seen += steps * batch

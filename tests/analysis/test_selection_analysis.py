@@ -24,7 +24,7 @@ def _rows():
                 for strategy in ("random", "spread"):
                     # entropy falls by 0.05 per decade of imbalance for random, not for spread
                     entropy = 0.9 - (0.05 * math.log10(ratio) if strategy == "random" else 0) + 0.001 * seed
-                    rows.append({"loss.name": loss, "data.imbalance_ratio": ratio, "seed": seed, "budget": 10,
+                    rows.append({"encoder": loss, "data.imbalance_ratio": ratio, "seed": seed, "budget": 10,
                                  "strategy": strategy, "entropy": entropy, "top1": 0.5 + shift + 0.01 * seed,
                                  "classes_covered": 6 + (2 if strategy == "spread" else 0) + seed})
     return pd.DataFrame(rows)

@@ -242,13 +242,15 @@ def test_fig2_grid_runs_every_loss_at_every_level_and_k_only_for_kcl(ray_cluster
     assert main(["fig2", "--smoke", "--storage", str(tmp_path), "--name", "g"]) == 0
     df = load_results(tmp_path / "g")
     combos = sorted(zip(df["loss.name"], df["data.imbalance_ratio"]))
-    assert combos == sorted((loss, level) for loss in ("ce", "simclr", "kcl") for level in (1.0, 10.0))
-    assert df.loc[df["loss.name"] == "kcl", "loss.k"].notna().all()
-    assert df.loc[df["loss.name"] != "kcl", "loss.k"].isna().all()
+    assert combos == sorted((loss, level) for loss in ("ce", "simclr", "kcl", "pkcl") for level in (1.0, 10.0))
+    with_k = df["loss.name"].isin(["kcl", "pkcl"])
+    assert df.loc[with_k, "loss.k"].notna().all() and df.loc[~with_k, "loss.k"].isna().all()
+    assert (df.loc[df["loss.name"] == "pkcl", "loss.clusters"] == 20).all()      # the smoke preset's M
+    assert df.loc[df["loss.name"] != "pkcl", "loss.clusters"].isna().all()
     assert df.loc[df["loss.name"] == "ce", "loss.temperature"].isna().all()
     _, _, children = mlflow_runs(tmp_path, "fig2")
     has_k = {c.data.params["loss.name"]: "loss.k" in c.data.params for c in children}
-    assert has_k == {"ce": False, "simclr": False, "kcl": True}
+    assert has_k == {"ce": False, "simclr": False, "kcl": True, "pkcl": True}
 
 
 def test_single_objective_asha_over_an_imbalance_range(ray_cluster, tmp_path):
@@ -355,12 +357,15 @@ def test_select_smoke_sweep_writes_selection_rows_runs_and_the_report(ray_cluste
     summary = capsys.readouterr().out            # the frontier of the study's own objectives
     assert "Pareto-optimal trials" in summary and names.select_objective("probcover", "top1") in summary
     trials = load_results(tmp_path / "sel")
-    # 3 encoders x 2 imbalance levels, one round; Optuna set the strategies' knobs
-    assert len(trials) == 6 and set(trials["status"]) == {"ok"}
-    assert sorted(trials.groupby(["loss.name", "data.imbalance_ratio"]).size()) == [1] * 6
+    # 5 encoders (simclr, pkcl at M = 10 and 50, kcl, ce) x 2 imbalance levels, one round;
+    # Optuna set the strategies' knobs
+    assert len(trials) == 10 and set(trials["status"]) == {"ok"}
+    encoders = trials.groupby(["loss.name", "loss.clusters", "data.imbalance_ratio"], dropna=False).size()
+    assert sorted(encoders) == [1] * 10
+    assert sorted(trials["loss.clusters"].dropna()) == [10, 10, 50, 50]
     assert trials["select.delta"].between(0.2, 1.2).all() and trials["select.multiplier"].between(1, 8).all()
     rows = load_selection(tmp_path / "sel")
-    assert len(rows) == 6 * len(STRATEGIES) * 4                    # every strategy at every budget
+    assert len(rows) == 10 * len(STRATEGIES) * 4                   # every strategy at every budget
     assert set(rows["budget"]) == {10, 20, 40, 100}
     assert (rows["classes_covered"] <= rows["budget"]).all() and rows["entropy"].between(0, 1).all()
     # random ignores the features: the same pool and seed give the same selection for every encoder
@@ -370,11 +375,14 @@ def test_select_smoke_sweep_writes_selection_rows_runs_and_the_report(ray_cluste
     run = next(c for c in children if c.data.tags["trial_id"] == rows["trial_id"].iloc[0])
     first = rows[rows["trial_id"] == rows["trial_id"].iloc[0]].set_index(["strategy", "budget"])
     assert run.data.metrics["select/spread/20/entropy"] == pytest.approx(first.loc[("spread", 20), "entropy"])
-    assert_sinks_agree(tmp_path, "sel", "select", expected=6)
+    assert_sinks_agree(tmp_path, "sel", "select", expected=10)
     # the study's objectives are Parquet columns: the mean over budgets of each strategy's top-1
     objective = names.select_objective("spread", "top1")
     means = rows[rows["strategy"] == "spread"].groupby("trial_id")["top1"].mean()
     assert trials.set_index("trial_id")[objective].to_dict() == pytest.approx(means.to_dict())
     report = (tmp_path / "sel" / "report" / "report.md").read_text()
     assert "### Q1" in report and "### Q2" in report and "### Q3" in report
+    # the second question: pkcl at each M against SimCLR; one seed per level, so no claims
+    assert "pkcl M=10 minus SimCLR: the feature space" in report and "pkcl M=50 minus SimCLR" in report
+    assert "no difference detected at n = 1" in report and "fraction of KCL's lead closed" in report
     assert (tmp_path / "sel" / "report" / "selection_entropy.png").exists()

@@ -110,12 +110,17 @@ def test_active_only_hides_the_knobs_a_loss_ignores():
     assert queue["loss.queue_size"] == 4096
 
 
+PKCL_KEYS = {"loss.clusters", "loss.warmup_epochs", "loss.recluster_every", "loss.cluster_method"}
+
+
 @pytest.mark.parametrize("flat, inactive", [
     ({"loss.name": "ce"}, {"loss.temperature", "model.proj_dim", "loss.k", "loss.mode", "loss.queue_size",
-                           "loss.momentum", "loss.kcl_variant"}),
-    ({"loss.name": "supcon"}, {"loss.k", "loss.mode", "loss.queue_size", "loss.momentum", "loss.kcl_variant"}),
-    ({"loss.name": "kcl"}, {"loss.queue_size", "loss.momentum", "loss.kcl_variant"}),
-    ({"loss.name": "kcl", "loss.mode": "queue"}, set()),
+                           "loss.momentum", "loss.kcl_variant", *PKCL_KEYS}),
+    ({"loss.name": "supcon"}, {"loss.k", "loss.mode", "loss.queue_size", "loss.momentum", "loss.kcl_variant",
+                               *PKCL_KEYS}),
+    ({"loss.name": "kcl"}, {"loss.queue_size", "loss.momentum", "loss.kcl_variant", *PKCL_KEYS}),
+    ({"loss.name": "kcl", "loss.mode": "queue"}, PKCL_KEYS),
+    ({"loss.name": "pkcl"}, {"loss.mode", "loss.queue_size", "loss.momentum", "loss.kcl_variant"}),
 ])
 def test_inactive_loss_keys_follow_what_each_objective_declares(flat, inactive):
     from trainables.objectives import LOSS_KEYS
@@ -154,7 +159,8 @@ _HUGE = {"data.imbalance_ratio": 10_001.0, "data.total": 10_000_001, "data.train
          "probe.lr": 100.5, "probe.weight_decay": 1.5, "eval.sigma": 10.5, "eval.knn_k": 1001,
          "eval.knn_temperature": 10.5, "select.multiplier": 100.5, "seed": 2**32,
          "data.count_power": 1.5, "loss.momentum": 1.0, "optim.momentum": 1.0, "select.delta": 2.5,
-         "probe.momentum": 1.0, "probe.decay": 1.5, "probe.crop_scale": 1.5}
+         "probe.momentum": 1.0, "probe.decay": 1.5, "probe.crop_scale": 1.5, "loss.clusters": 100_001,
+         "loss.warmup_epochs": 5001, "loss.recluster_every": 5001}
 
 
 def _numeric_keys() -> set[str]:

@@ -30,6 +30,8 @@ CONTRASTIVE = {
     "simclr": (lambda labels, generator: simclr_mask(labels), 1.0),
     "supcon": (lambda labels, generator: supcon_mask(labels), 11 / 3),
     "kcl": (lambda labels, generator: kcl_mask(labels, 2, generator), 8 / 3),
+    # pkcl before its first clustering (the warm-up): SimCLR's mask, whatever the labels
+    "pkcl": (lambda labels, generator: simclr_mask(labels), 1.0),
 }
 
 

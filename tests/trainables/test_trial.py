@@ -43,11 +43,13 @@ def test_smoke_trial_of_every_loss_gives_complete_metrics_in_range(dataset, vari
         # KCL: the other view plus up to k = 6 same-class rows; SimCLR exactly 1. The
         # harness's queue (256 keys, more than this train set) also holds older keys of
         # the anchor's own image, which count as positives too, beyond the k (BalFeat's
-        # variant counts them among the k).
+        # variant counts them among the k). pkcl (smoke: SimCLR in epoch 1, then clusters)
+        # ends with the other view plus up to k rows of the anchor's cluster.
         mean_pos = result.pretrain["mean_positives"]
         expected = {"simclr": mean_pos == 1, "supcon": mean_pos > 1,
                     "kcl": mean_pos > 1 if variant.get("loss.kcl_variant", "harness") == "harness"
-                    and variant.get("loss.mode") == "queue" else 1 < mean_pos <= 7}
+                    and variant.get("loss.mode") == "queue" else 1 < mean_pos <= 7,
+                    "pkcl": 1 < mean_pos <= 7 and result.history[0]["mean_positives"] == 1}
         assert expected[variant["loss.name"]], mean_pos
     json.dumps(result.to_dict())   # the result is plain data
 

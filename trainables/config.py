@@ -113,7 +113,7 @@ class LossConfig:
     # the classes one expects (their number is unknown); SimCLR for the first warmup_epochs,
     # then re-clustered every recluster_every epochs, by k-means or a size-balanced assignment
     clusters: int = 50
-    warmup_epochs: int = 10
+    warmup_epochs: int = 25
     recluster_every: int = 5
     cluster_method: str = "kmeans"
 

@@ -22,7 +22,7 @@ import math
 
 import pandas as pd
 
-from analysis.selection import mean_ci
+from analysis.selection import encoder_name, mean_ci
 from trainables import names
 
 NAMES = {"ce": "CE", "simclr": "SimCLR", "supcon": "SupCon", "kcl": "KCL", "pkcl": "pkcl"}
@@ -35,6 +35,8 @@ def paired_by_seed(ok: pd.DataFrame, probe: str = names.LT) -> pd.DataFrame:
     """One row per level, pair of losses (a before b by name) and metric: the pairs, the
     mean difference a - b and its 95% interval (NaN bounds with a single pair)."""
     rows = []
+    if "loss.clusters" in ok:                         # pkcl at several M: one encoder each
+        ok = ok.assign(**{"loss.name": [encoder_name(loss, m) for loss, m in zip(ok["loss.name"], ok["loss.clusters"])]})
     for ratio, level in ok.groupby("data.imbalance_ratio"):
         if level.groupby(["loss.name", "seed"]).size().max() > 1:
             continue                                  # not one trial per loss and seed

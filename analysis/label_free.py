@@ -42,8 +42,8 @@ COLUMNS = ["a", "b", "measure", "ratio", "pairs", "difference", "ci low", "ci hi
 def per_trial(df: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: encoder, ratio, seed and the feature measures (CV from the list)."""
     trials = df.drop_duplicates("trial_id").copy()
-    trials[CV] = [np.std(a) / np.mean(a) if a is not None and np.mean(a) > 0 else math.nan
-                  for a in trials[BAL_LIST]] if BAL_LIST in trials else math.nan
+    trials[CV] = [np.std(a) / np.mean(a) if a is not None and len(a) and np.mean(a) > 0 else math.nan
+                  for a in trials[BAL_LIST]]
     return trials[[ENCODER, *UNIT, *FEATURE_MEASURES]]
 
 
@@ -72,18 +72,19 @@ def paired(frame: pd.DataFrame, a: str, b: str, measures, by=()) -> pd.DataFrame
     return pd.DataFrame(rows, columns=[*COLUMNS[:4], *by, *COLUMNS[4:]])
 
 
-def gap_closed(frame: pd.DataFrame, pkcl: str, measure: str, by=(), draws: int = 2000,
-               seed: int = 0) -> tuple[float, float, float] | None:
+def gap_closed(frame: pd.DataFrame, pkcl: str, measure: str, lower_is_better: bool = False,
+               draws: int = 2000, seed: int = 0) -> tuple[float, float, float] | None:
     """(fraction, low, high) of KCL's lead over SimCLR that `pkcl` closes, pooled over the
-    units (ratio, seed, *by) all three encoders ran; None where KCL's lead is not
-    detected (its paired interval contains 0) or no unit has all three."""
-    wide = frame.pivot_table(index=[*UNIT, *by], columns=ENCODER, values=measure)
+    units (ratio, seed) all three encoders ran (other rows of a unit, e.g. budgets,
+    averaged first, so that a trial counts once); None where KCL's lead is not detected
+    (its paired interval does not lie wholly on the better side of 0)."""
+    wide = frame.pivot_table(index=UNIT, columns=ENCODER, values=measure)
     if not {pkcl, "simclr", "kcl"} <= set(wide):
         return None
     units = wide[[pkcl, "simclr", "kcl"]].dropna().to_numpy()
     lead = units[:, 2] - units[:, 1]
     _, lo, hi = mean_ci(lead)
-    if len(units) < 2 or math.isnan(lo) or lo <= 0 <= hi:
+    if len(units) < 2 or math.isnan(lo) or (hi >= 0 if lower_is_better else lo <= 0):
         return None
     rng = np.random.default_rng(seed)
     boot = rng.integers(0, len(units), size=(draws, len(units)))
@@ -121,9 +122,9 @@ def _claims(table: pd.DataFrame, labels: dict) -> str:
 def _gap_table(trials: pd.DataFrame, budgets: pd.DataFrame, pkcls: list[str]) -> pd.DataFrame:
     rows = []
     for enc in pkcls:
-        for frame, measures, by in ((trials, FEATURE_MEASURES, ()), (budgets, SELECTION_MEASURES, ("budget",))):
+        for frame, measures in ((trials, FEATURE_MEASURES), (budgets, SELECTION_MEASURES)):
             for measure, label in measures.items():
-                got = gap_closed(frame, enc, measure, by)
+                got = gap_closed(frame, enc, measure, lower_is_better=measure == CV)
                 rows.append({"encoder": enc, "measure": label,
                              "fraction of KCL's lead closed": "KCL's lead over SimCLR not detected"
                              if got is None else fmt_ci(*got, digits=2)})
@@ -136,8 +137,8 @@ def _m_table(trials: pd.DataFrame, budgets: pd.DataFrame, pkcls: list[str], num_
     for enc in pkcls:
         m = int(enc.split("M=")[1]) if "M=" in enc else math.nan
         row = {"encoder": enc, "M / C": f"{m / num_classes:g}"}
-        for frame, measures, by in ((trials, FEATURE_MEASURES, ()), (budgets, SELECTION_MEASURES, ("budget",))):
-            table = paired(frame, enc, "simclr", measures)       # pooled over budgets too
+        for frame, measures in ((trials, FEATURE_MEASURES), (budgets, SELECTION_MEASURES)):
+            table = paired(frame, enc, "simclr", measures)       # budgets averaged per (ratio, seed)
             for r in table[table["ratio"] == "all"].to_dict("records"):
                 row[f"{measures[r['measure']]} - SimCLR"] = fmt_ci(r["difference"], r["ci low"], r["ci high"])
         rows.append(row)

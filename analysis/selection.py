@@ -23,7 +23,8 @@ from trainables import names
 LT_TOP1, LT_BALANCE = names.sweep_objectives(names.LT, "multi")
 ENCODER = "encoder"         # the loss, and for pkcl its number of clusters: "pkcl M=10"
 TRIAL_COLUMNS = ["trial_id", names.STATUS, "loss.name", "loss.clusters", "data.imbalance_ratio", "seed", LT_TOP1,
-                 LT_BALANCE, *(names.probe_metric(names.BALANCED, m) for m in (names.TOP1, names.BALANCEDNESS))]
+                 LT_BALANCE, *(names.probe_metric(names.BALANCED, m)
+                               for m in (names.TOP1, names.BALANCEDNESS, names.PER_CLASS))]
 METRICS = [names.CLASSES_COVERED, names.ENTROPY, names.IMBALANCE, names.TOP1, names.BALANCEDNESS]
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 from analysis.frontier import fronts_by, hypervolume
 from trainables import names
 
-KNOBS = ("loss.k", "loss.temperature", "optim.lr", "optim.weight_decay", "seed")
+KNOBS = ("loss.k", "loss.temperature", "loss.clusters", "optim.lr", "optim.weight_decay", "seed")
 
 
 def balancedness(per_class_acc, sigma: float = 0.1) -> float:

@@ -59,6 +59,7 @@ class SweepPlan:
     quiet: bool = False                 # --quiet: the summary only (not saved)
     sweep_id: str = ""                  # unique per sweep: whose Optuna studies are whose (older: "")
     confirm: int = 0                    # new seeds per Pareto-optimal search trial (study.confirm)
+    cells: list[dict] | None = None     # the study's cells when it started (older sweeps: None)
 
     @property
     def sweep_dir(self) -> Path:
@@ -163,8 +164,8 @@ def _check_k(study, cfg: TrialConfig, class_counts: list[int]) -> None:
 
 def _check_clusters(study, cfg: TrialConfig, class_counts: list[int]) -> None:
     """pkcl cannot cut its train set into more clusters than it has images."""
-    if cfg.loss.name == "pkcl" and "loss.clusters" not in study.searched_keys() \
-            and cfg.loss.clusters > sum(class_counts):
+    searched = study.space is not None and "loss.clusters" in study.ask()[0]
+    if cfg.loss.name == "pkcl" and not searched and cfg.loss.clusters > sum(class_counts):
         raise ValueError(f"loss.clusters={cfg.loss.clusters}: more clusters than the {sum(class_counts)} images "
                          f"of the long-tailed train set at imbalance {cfg.data.imbalance_ratio:g}")
 
@@ -176,6 +177,17 @@ def _check_budgets(cfg: TrialConfig, class_counts: list[int]) -> None:
     if too_big:
         raise ValueError(f"select.budgets {','.join(map(str, too_big))}: more than the {pool} images of the "
                          f"long-tailed pool at imbalance {cfg.data.imbalance_ratio:g}")
+
+
+def _check_same_cells(plan: SweepPlan, study, name: str) -> None:
+    """A trial's slot is its number modulo levels x cells: a study whose cells changed since
+    the sweep started would send its journaled results to other cells' Optuna studies."""
+    if study.space is None:
+        return
+    cells, slots = study.cell_configs(), max(1, len(plan.levels)) * len(study.cell_configs())
+    if (plan.cells is not None and plan.cells != cells) or (plan.cells is None and plan.num_samples % slots):
+        raise ValueError(f"--resume {name}: the {plan.study} study's cells changed since this sweep started "
+                         f"(now {cells}); its trials would land in other cells' searches. Start a new sweep")
 
 
 def _resumed(args, storage: str | Path, name: str, staging: str) -> SweepPlan:
@@ -195,6 +207,7 @@ def _resumed(args, storage: str | Path, name: str, staging: str) -> SweepPlan:
         raise ValueError(f"{file}: not a sweep plan ({e})") from None
     if plan.study != args.study:
         raise ValueError(f"--resume {name}: a {plan.study} sweep, not {args.study}")
+    _check_same_cells(plan, STUDIES[plan.study], name)
     from study.journal import FILE, started
     if not started(plan.sweep_dir / FILE) and any(plan.sweep_dir.glob("results/trials/*.parquet")):
         raise ValueError(f"--resume {name}: its rows have no journal.jsonl (a sweep of an older version, or "
@@ -294,5 +307,6 @@ def build_plan(args, storage: str | Path, name: str, staging: str = "") -> Sweep
                      optuna_uri=args.optuna_storage or default_optuna_uri(storage),
                      reuse_actors=not args.no_reuse_actors, max_failures=args.max_failures, staging=staging,
                      trial_resources=trial_resources(args.trial_resource), quiet=args.quiet,
-                     sweep_id=uuid.uuid4().hex, confirm=confirm)
+                     sweep_id=uuid.uuid4().hex, confirm=confirm,
+                     cells=study.cell_configs() if study.space is not None else None)
 

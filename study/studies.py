@@ -59,10 +59,12 @@ class Study:
         return [dict(zip(keys, values)) for values in itertools.product(*self.cells.values())]
 
     def variants(self) -> list[dict]:
-        """The fixed parts of the trials' configs: the grid's points, or the cells."""
+        """The fixed parts of the trials' configs: the grid's points, or the space's
+        constants (e.g. its loss) with each cell."""
         import itertools
         if self.space is not None:
-            return self.cell_configs()
+            constants = self.ask()[1]
+            return [{**constants, **cell} for cell in self.cell_configs()]
         return [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
 
 

@@ -2,8 +2,8 @@
 
 The pool's features are clustered every few epochs, inside the training loop, so
 everything here is shape-static tensor code with a fixed number of iterations: no
-convergence test, no boolean indexing, nothing the host has to read (a GPU never
-waits for the CPU). trainables.selection.kmeans is the selection's own k-means on
+convergence test, no boolean indexing, no multinomial or bincount (both read values
+back to the host on a GPU), so the host never waits for the device. trainables.selection.kmeans is the selection's own k-means on
 the host, which may stop early; this one may not.
 
 Features are L2-normalised first, so both methods work on cosine similarity
@@ -20,6 +20,8 @@ s_ij = x_i . c_j (spherical k-means), the geometry the contrastive loss trains.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -35,19 +37,23 @@ def kmeans_pp(x: torch.Tensor, m: int, generator: torch.Generator) -> torch.Tens
     best = (x @ centroids[0]).clone()                      # [N] max similarity so far
     for j in range(1, m):
         d2 = (2 - 2 * best).clamp(min=0) + 1e-12           # > 0: a draw is always possible
-        pick = torch.multinomial(d2, 1, generator=generator)
+        # a draw with probability d2 / sum(d2), as argmax(d2 / E), E ~ Exp(1) (multinomial's own
+        # method, without its validity checks, which read values back to the host)
+        pick = (d2 / torch.empty_like(d2).exponential_(generator=generator)).argmax().view(1)
         centroids[j:j + 1] = x.index_select(0, pick)
         best = torch.maximum(best, x @ centroids[j])
     return centroids
 
 
 def lloyd(x: torch.Tensor, centroids: torch.Tensor, iters: int) -> torch.Tensor:
-    """`iters` spherical Lloyd steps from `centroids` [M, D]; returns the new centroids."""
-    m = len(centroids)
+    """`iters` spherical Lloyd steps from `centroids` [M, D]; returns the new centroids.
+
+    Sums and counts per cluster come from a one-hot [N, M] matrix product: deterministic on
+    a GPU (index_add_'s float atomics are not) and sized without a host read (bincount's is)."""
+    clusters = torch.arange(len(centroids), device=x.device)
     for _ in range(iters):
-        assign = (x @ centroids.T).argmax(1)                                   # [N]
-        sums = torch.zeros_like(centroids).index_add_(0, assign, x)             # [M, D]
-        counts = torch.bincount(assign, minlength=m)
+        onehot = ((x @ centroids.T).argmax(1)[:, None] == clusters).to(x.dtype)     # [N, M]
+        sums, counts = onehot.T @ x, onehot.sum(0)                                  # [M, D], [M]
         centroids = torch.where(counts[:, None] > 0, F.normalize(sums, dim=1), centroids)
     return centroids
 
@@ -59,8 +65,8 @@ def sinkhorn_assign(scores: torch.Tensor, eps: float = 0.01, iters: int = 100) -
     n, m = scores.shape
     log_q = scores.float() / eps
     for _ in range(iters):
-        log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - torch.log(torch.tensor(float(m)))
-        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - torch.log(torch.tensor(float(n)))
+        log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - math.log(m)
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - math.log(n)
     return log_q.argmax(1)
 
 

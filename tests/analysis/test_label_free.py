@@ -64,6 +64,11 @@ def test_gap_fraction_by_hand_and_none_without_a_kcl_lead():
     assert lo <= frac <= hi
     no_lead = trials.assign(**{PV: 0.5})
     assert label_free.gap_closed(no_lead, "pkcl M=10", PV) is None
+    # KCL detected *below* SimCLR is no lead to close; for CV (lower is better) it is one
+    behind = trials.assign(**{PV: np.where(trials[ENCODER] == "kcl", 0.40 - 0.01 * trials["seed"], trials[PV])})
+    assert label_free.gap_closed(behind, "pkcl M=10", PV) is None
+    frac, _, _ = label_free.gap_closed(behind, "pkcl M=10", PV, lower_is_better=True)
+    assert frac == pytest.approx(-0.03 / 0.11)
 
 
 def test_claims_only_where_the_interval_excludes_zero():

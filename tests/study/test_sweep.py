@@ -385,4 +385,7 @@ def test_select_smoke_sweep_writes_selection_rows_runs_and_the_report(ray_cluste
     # the second question: pkcl at each M against SimCLR; one seed per level, so no claims
     assert "pkcl M=10 minus SimCLR: the feature space" in report and "pkcl M=50 minus SimCLR" in report
     assert "no difference detected at n = 1" in report and "fraction of KCL's lead closed" in report
+    assert "| CV |" in report                         # from the balanced probe's per-class accuracies
+    # the main report's loss comparisons keep the two pkcl encoders apart (one per loss and seed)
+    assert "## Loss comparisons, paired by seed" in report and "pkcl M=50" in report
     assert (tmp_path / "sel" / "report" / "selection_entropy.png").exists()

@@ -33,6 +33,8 @@ BAD = [
     (["kpcl", "--confirm", "-2"], "at least 2"),
     (["fig2", "--confirm", "3"], "every configuration runs with every seed"),
     (["fig2", "--set", "loss.clusters=5000"], "more clusters than the"),
+    (["pkcl", "--epochs", "8"], "below optim.epochs=8 for pkcl"),
+    (["select", "--set", "data.total=45", "--set", "loss.k=2", "--set", "select.budgets=5,10"], "loss.clusters=50: more clusters"),
     (["fig2", "--epochs", "8"], "below optim.epochs=8 for pkcl"),
     (["fig2", "--set", "loss.cluster_method=spectral"], "one of ('kmeans', 'sinkhorn')"),
     (["kpcl", "--address", "127.0.0.1:PORT"], "cannot reach"),
@@ -347,3 +349,17 @@ def test_the_worker_side_data_check_also_refuses_a_scheduler_without_a_validatio
     _, held_out = _check_data("kpcl", {**base, "data.val_per_class": 2}, [2.0], 0, "moasha")
     assert ok is None and held_out is None
     assert "--scheduler moasha ranks trials on the validation set" in refused
+
+
+def test_a_resume_is_refused_where_the_studys_cells_changed_since_the_sweep_started():
+    from study.plan import SweepPlan, _check_same_cells
+    from study.studies import STUDIES
+    select = STUDIES["select"]
+    old = SweepPlan(study="select", name="s", storage="/x", base={}, levels=[1.0, 10.0, 100.0], num_samples=18,
+                    cells=[{"loss.name": "simclr"}, {"loss.name": "ce"}, {"loss.name": "kcl"}])
+    with pytest.raises(ValueError, match="cells changed since this sweep started"):
+        _check_same_cells(old, select, "s")
+    # an older sweep.json without cells: its 18 trials are no multiple of 3 levels x 5 cells
+    with pytest.raises(ValueError, match="cells changed"):
+        _check_same_cells(SweepPlan(**{**old.__dict__, "cells": None}), select, "s")
+    _check_same_cells(SweepPlan(**{**old.__dict__, "cells": select.cell_configs(), "num_samples": 30}), select, "s")

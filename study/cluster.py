@@ -110,7 +110,7 @@ def _check_data(study: str, base: dict, ratios: list[float], seed: int,
     a scheduler's missing validation set included)."""
     import ray
 
-    from study.plan import check_trial_configs, check_validation_set
+    from study.config_checks import check_trial_configs, check_validation_set
     from study.studies import STUDIES
     context = ray.get_runtime_context()
     node = f"{ray.util.get_node_ip_address()} ({context.get_node_id()[:12]})"

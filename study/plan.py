@@ -12,6 +12,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from study.config_checks import check_trial_configs, check_validation_set
 from study.flags import check_flags, trial_resources
 from study.flags import levels as levels_of
 from study.flags import ratio_range as ratio_range_of
@@ -19,7 +20,6 @@ from study.studies import STUDIES, budget
 from trainables.config import TrialConfig
 from trainables.names import sweep_objectives
 from trainables.presets import parse_set, resolve
-from trainables.trial import plan_data
 
 DEFAULT_LEVELS = (1.0, 10.0, 100.0)
 MAX_SEED = 2**32 - 1                    # numpy's and torch's seeds
@@ -127,58 +127,6 @@ def _check_not_searched(study, overrides: dict) -> None:
                          "does not search them, e.g. fig2)")
 
 
-def _losses(study, cfg: TrialConfig) -> list[str]:
-    """The losses a study's trials train with: its grid's, its cells', its space's constant, or the base's."""
-    cells = [cell["loss.name"] for cell in study.cell_configs() if "loss.name" in cell]
-    if "loss.name" in study.grid or cells:
-        return study.grid.get("loss.name") or list(dict.fromkeys(cells))
-    if study.space is not None:
-        return [study.ask()[1].get("loss.name", cfg.loss.name)]
-    return [cfg.loss.name]
-
-
-def kcl_limit(class_counts: list[int], batch_size: int) -> int:
-    """The smallest k at which batch-mode KCL equals SupCon for the largest class.
-
-    The loop's batch holds b = min(batch_size, n_train) images; an anchor of the largest
-    class (n images) shares it with at most m - 1 others of its class, m = min(n, b), so
-    it has at most 2m - 2 same-label rows besides its own other view, and any k >= 2m - 2
-    takes every one of them (tests/trainables/test_masks.py: KCL with such k equals SupCon)."""
-    batch = min(batch_size, sum(class_counts))
-    return 2 * min(max(class_counts), batch) - 2
-
-
-def _check_k(study, cfg: TrialConfig, class_counts: list[int]) -> None:
-    """A fixed batch-mode k that reaches kcl_limit is SupCon under another name. (Queue
-    mode can hold several keys of one image, so larger k can still matter there; a
-    searched k is the searcher's business.)"""
-    if ("kcl" not in _losses(study, cfg) or cfg.loss.mode != "batch"
-            or "loss.k" in study.searched_keys()):
-        return
-    limit = kcl_limit(class_counts, cfg.optim.batch_size)
-    if cfg.loss.k > 0 and cfg.loss.k >= limit:
-        raise ValueError(f"loss.k={cfg.loss.k} reaches every same-label row of a batch (largest class: "
-                         f"{max(class_counts)} train images at imbalance {cfg.data.imbalance_ratio:g}, "
-                         f"batch {cfg.optim.batch_size}): KCL would equal SupCon; pick k < {limit}")
-
-
-def _check_clusters(study, cfg: TrialConfig, class_counts: list[int]) -> None:
-    """pkcl cannot cut its train set into more clusters than it has images."""
-    searched = study.space is not None and "loss.clusters" in study.ask()[0]
-    if cfg.loss.name == "pkcl" and not searched and cfg.loss.clusters > sum(class_counts):
-        raise ValueError(f"loss.clusters={cfg.loss.clusters}: more clusters than the {sum(class_counts)} images "
-                         f"of the long-tailed train set at imbalance {cfg.data.imbalance_ratio:g}")
-
-
-def _check_budgets(cfg: TrialConfig, class_counts: list[int]) -> None:
-    """A selection budget cannot exceed the long-tailed pool it selects from."""
-    pool = sum(class_counts)
-    too_big = [b for b in cfg.select.budget_list if b > pool]
-    if too_big:
-        raise ValueError(f"select.budgets {','.join(map(str, too_big))}: more than the {pool} images of the "
-                         f"long-tailed pool at imbalance {cfg.data.imbalance_ratio:g}")
-
-
 def _check_same_cells(plan: SweepPlan, study, name: str) -> None:
     """A trial's slot is its number modulo levels x cells: a study whose cells changed since
     the sweep started would send its journaled results to other cells' Optuna studies."""
@@ -229,29 +177,6 @@ def _imbalance(args, base: dict) -> tuple[list[float], tuple[float, float] | Non
         raise ValueError("imagelist takes its imbalance from its list: use one level (--imbalance-levels 1) "
                          "and --set data.count_power=P for the fixed-total series")
     return levels, ratio_range
-
-
-def check_trial_configs(study, base: dict, ratios: list[float], seed: int) -> TrialConfig | None:
-    """Every trial's config must be valid at every level (or both ends of the range), in
-    every cell or grid point; returns the last one (they share the training length), None
-    for no ratios."""
-    cfg = None
-    for ratio in ratios:
-        for cell in study.variants():
-            cfg = TrialConfig.from_flat({**base, **cell, "data.imbalance_ratio": ratio, "seed": seed})
-            counts = plan_data(cfg).class_counts
-            _check_k(study, cfg, counts)
-            _check_clusters(study, cfg, counts)
-            _check_budgets(cfg, counts)
-    return cfg
-
-
-def check_validation_set(scheduler: str, cfg: TrialConfig) -> None:
-    """ASHA and MO-ASHA rank trials on the kNN monitor, which predicts the validation set."""
-    if scheduler != "none" and len(plan_data(cfg).splits.val_y) == 0:
-        raise ValueError(f"--scheduler {scheduler} ranks trials on the validation set, and this "
-                         f"{cfg.data.dataset} data has none: hold images out of the train pool with "
-                         "--set data.val_per_class=N (CIFAR), or give imagelist a val list")
 
 
 def _data_elsewhere(args, base: dict) -> bool:

@@ -141,7 +141,7 @@ def test_sample_k_per_row_seeded_and_random():
 
 
 def test_kcl_one_below_the_bound_is_not_supcon():
-    # The other side of the bound the sweep refuses from (study.plan.kcl_limit): with
+    # The other side of the bound the sweep refuses from (study.config_checks.kcl_limit): with
     # k = 2n - 3 = 5 every row of the 4-image class misses exactly one same-label row.
     labels = two_view_labels([0, 1, 0, 2, 1, 0, 0, 3])
     kcl = kcl_mask(labels, 5, generator=torch.Generator().manual_seed(1))

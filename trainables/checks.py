@@ -86,6 +86,8 @@ def coerce(cls, name: str, value, key: str):
     if float in options:
         check(isinstance(value, numbers.Real) and not is_bool and _finite(value), key, value, "a finite number")
         return float(value)
+    if isinstance(value, numbers.Integral) and not is_bool:
+        return str(value)          # --set select.budgets=10 reads 10 as a number; the field is a list
     check(isinstance(value, str), key, value, "a string")
     return value
 

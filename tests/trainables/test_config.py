@@ -231,3 +231,10 @@ def test_other_device_names_are_refused(device):
         TrialConfig.from_flat({"device": device})
     assert str(err.value) == (f"device={device!r} is invalid: allowed 'auto', 'cpu', 'cuda' or 'cuda:N' "
                               "(N a device number >= 0)")
+
+
+def test_a_single_number_for_a_list_key_is_read_as_that_list():
+    # `--set select.budgets=10` arrives as the number 10
+    assert TrialConfig.from_flat({"select.budgets": 10}).select.budget_list == [10]
+    with pytest.raises(ValueError, match="a string"):
+        TrialConfig.from_flat({"select.budgets": True})

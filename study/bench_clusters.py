@@ -76,14 +76,18 @@ def simclr_features(ratio: float, epochs: int, seed: int) -> tuple[torch.Tensor,
     return extract_features(objective.encoder, images, data.mean, data.std), data.labels[data.indices]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m study.bench_clusters", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ratio", type=float, default=100.0)
     parser.add_argument("--epochs", type=int, default=25, help="SimCLR epochs (pkcl's default warm-up)")
     parser.add_argument("--clusters", default="10,50", help="comma-separated M")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     features, labels = simclr_features(args.ratio, args.epochs, args.seed)
     rows = measure(features, labels, [int(m) for m in args.clusters.split(",")], args.seed)
     print(f"SimCLR after {args.epochs} epochs, shapes at ratio {args.ratio:g}, {len(labels)} train images")

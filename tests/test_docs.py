@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-COMMAND = re.compile(r"python -m (study\.sweep|trainables\.trial|analysis\.report|study\.bench_results|study\.bench)\b"
+COMMAND = re.compile(r"python -m (study\.sweep|trainables\.trial|analysis\.report|study\.bench_results|study\.bench_clusters|study\.bench)\b"
                      r"([^`|&;#]*)")
 
 
@@ -33,17 +33,19 @@ def commands() -> list[tuple[str, str, list[str]]]:
 def _parser(module: str):
     import analysis.report
     import study.bench
+    import study.bench_clusters
     import study.bench_results
     import study.sweep
     import trainables.trial
     return {"study.sweep": study.sweep, "trainables.trial": trainables.trial,
             "analysis.report": analysis.report, "study.bench": study.bench,
-            "study.bench_results": study.bench_results}[module].build_parser()
+            "study.bench_results": study.bench_results, "study.bench_clusters": study.bench_clusters}[module].build_parser()
 
 
 def test_the_docs_hold_commands_of_every_entry_point():
     modules = {module for _, module, _ in commands()}
-    assert modules == {"study.sweep", "trainables.trial", "analysis.report", "study.bench", "study.bench_results"}
+    assert modules == {"study.sweep", "trainables.trial", "analysis.report", "study.bench", "study.bench_results",
+                       "study.bench_clusters"}
     assert len(commands()) >= 20
 
 

@@ -1,9 +1,14 @@
 """How far from converged an encoder is: its last epoch's validation kNN accuracy as a
 fraction of the plateau its loss reaches on that dataset and architecture when trained
-long enough.
+long enough, at the measured imbalance nearest the trial's.
 
     plateau(curve)       mean validation kNN accuracy over the last TAIL of a long run's epochs
-    convergence(trial)   knn_acc(trial's last epoch) / plateau(loss, dataset, arch)
+    convergence(trial)   knn_acc(trial's last epoch) / plateau(loss, dataset, arch, ratio')
+
+ratio' is the imbalance ratio among the measured ones nearest the trial's on a log scale
+(the same one where it was measured): a more imbalanced train set leaves fewer tail
+images in the kNN monitor's bank, so its plateau is lower, and a ratio-10 plateau would
+make a converged ratio-100 encoder look unconverged.
 
 The plateaus are measured once, from long single trials (`python -m analysis.convergence
 CURVE.json ...` reads the JSON results of `python -m trainables.trial ... --output
@@ -37,17 +42,30 @@ class Plateau:
     epochs: int            # the long run's length
     to_90: int | None      # the first epoch at which the run reached 90% of it
     command: str           # how it was measured (a trainables.trial command) and at which commit
+    ratio: float = 10.0    # the imbalance ratio of the long run
 
 
-# (loss, dataset, arch) -> Plateau; measured (docs/results.md, "Learning curves") at commit
-# 9c05900, one trial each, 200 epochs (cosine schedule), ratio 10, 2,000 images, seed 0.
+# (loss, dataset, arch) -> its Plateaus, one per measured imbalance ratio; measured (docs/results.md,
+# "Learning curves") one trial each, 200 epochs (cosine schedule), 2,000 images, seed 0: at ratio 10
+# (commit 9c05900), and for CE and KCL at ratio 100 (commit 5c9d5b5).
 _LONG = "python -m trainables.trial --loss {} --imbalance-ratio 10 --total 2000 --epochs 200 (commit 9c05900)"
-PLATEAUS: dict[tuple[str, str, str], Plateau] = {
-    ("ce", "shapes", "cnn"): Plateau(knn_acc=0.9509, epochs=200, to_90=31, command=_LONG.format("ce")),
+_LONG100 = "python -m trainables.trial --loss {} --imbalance-ratio 100 --total 2000 --epochs 200 (commit 5c9d5b5)"
+PLATEAUS: dict[tuple[str, str, str], tuple[Plateau, ...]] = {
+    ("ce", "shapes", "cnn"): (Plateau(knn_acc=0.9509, epochs=200, to_90=31, command=_LONG.format("ce")),
+                              Plateau(knn_acc=0.804, epochs=200, to_90=57, command=_LONG100.format("ce"), ratio=100.0)),
     # still rising by about 0.004 per 20 epochs at the end: a lower bound of SimCLR's plateau
-    ("simclr", "shapes", "cnn"): Plateau(knn_acc=0.4698, epochs=200, to_90=79, command=_LONG.format("simclr")),
-    ("kcl", "shapes", "cnn"): Plateau(knn_acc=0.9371, epochs=200, to_90=42, command=_LONG.format("kcl")),
+    ("simclr", "shapes", "cnn"): (Plateau(knn_acc=0.4698, epochs=200, to_90=79, command=_LONG.format("simclr")),),
+    ("kcl", "shapes", "cnn"): (Plateau(knn_acc=0.9371, epochs=200, to_90=42, command=_LONG.format("kcl")),
+                               Plateau(knn_acc=0.7198, epochs=200, to_90=71, command=_LONG100.format("kcl"),
+                                       ratio=100.0)),
 }
+
+
+def reference(plateaus: tuple[Plateau, ...] | None, ratio: float) -> Plateau | None:
+    """The plateau measured at the ratio nearest `ratio` (log scale; the lower on a tie)."""
+    if not plateaus:
+        return None
+    return min(plateaus, key=lambda p: (abs(math.log(p.ratio) - math.log(ratio)), p.ratio))
 
 
 def plateau_of(curve: Sequence[float], tail: float = TAIL) -> float:
@@ -70,12 +88,13 @@ def convergence_table(rows: pd.DataFrame, history: pd.DataFrame, plateaus=None) 
         return pd.DataFrame()
     last = history.sort_values(names.EPOCH).groupby("trial_id")[[names.EPOCH, names.KNN_ACC]].last()
     out = rows.merge(last, left_on="trial_id", right_index=True)
-    reference = [plateaus.get((r["loss.name"], r["data.dataset"], r["model.arch"]))
-                 for r in out.to_dict("records")]
-    out["plateau"] = [p.knn_acc if p else math.nan for p in reference]
+    chosen = [reference(plateaus.get((r["loss.name"], r["data.dataset"], r["model.arch"])),
+                        r["data.imbalance_ratio"]) for r in out.to_dict("records")]
+    out["plateau"] = [p.knn_acc if p else math.nan for p in chosen]
+    out["plateau ratio"] = [p.ratio if p else math.nan for p in chosen]
     out["convergence"] = out[names.KNN_ACC] / out["plateau"]
     return out[["trial_id", "loss.name", "data.imbalance_ratio", names.EPOCH, names.KNN_ACC, "plateau",
-                "convergence"]]
+                "plateau ratio", "convergence"]]
 
 
 def measure(result: dict) -> tuple[tuple[str, str, str], Plateau]:
@@ -83,7 +102,8 @@ def measure(result: dict) -> tuple[tuple[str, str, str], Plateau]:
     config, curve = result["config"], [e[names.KNN_ACC] for e in result["history"]]
     plateau = plateau_of(curve)
     key = (config["loss.name"], config["data.dataset"], config["model.arch"])
-    return key, Plateau(round(plateau, 4), len(curve), epochs_to(curve, 0.9, plateau), "")
+    ratio = float(config.get("data.imbalance_ratio", 10.0))
+    return key, Plateau(round(plateau, 4), len(curve), epochs_to(curve, 0.9, plateau), "", ratio)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(json.load(f))
         key, plateau = measure(results[-1])
         print(f"{key}: Plateau(knn_acc={plateau.knn_acc}, epochs={plateau.epochs}, to_90={plateau.to_90}, "
-              f"command=...),")
+              f"command=..., ratio={plateau.ratio:g}),")
     if args.figure:
         from analysis.figures import learning_curves
         learning_curves(results, args.figure)
@@ -141,7 +161,8 @@ def report_section(paths, ok: pd.DataFrame, markdown_table) -> list[str]:
         return []
     parts = ["## How far from converged",
              f"Each trial's validation kNN accuracy at its last epoch as a fraction of its loss's plateau on "
-             f"this dataset and architecture (the mean over the last {TAIL:.0%} of a long run's epochs; "
+             f"this dataset and architecture, measured at the imbalance ratio nearest the trial's (`plateau "
+             f"ratio`; the mean over the last {TAIL:.0%} of a long run's epochs; "
              "`analysis/convergence.py` holds the plateaus with the commands that measured them). Below "
              "about 0.9 an encoder is still learning, and a comparison with it compares training lengths too."]
     measured = table.dropna(subset=["convergence"])

@@ -88,6 +88,12 @@ def check_reachable(uri: str, flag: str, timeout: float = PROBE_S) -> None:
                          f"({getattr(e, 'strerror', None) or e})") from None
 
 
+def _tables_and_runs(path: Path, mode: str) -> tuple[set[str], int]:
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode={mode}", uri=True, timeout=2)) as db:
+        tables = {name for (name,) in db.execute("select name from sqlite_master where type = 'table'")}
+        return tables, db.execute("select count(*) from runs").fetchone()[0] if "runs" in tables else 0
+
+
 def check_sqlite(uri: str) -> None:
     """A sqlite store that MLflow can open: absent (it is created), or a whole MLflow database."""
     path = sqlite_path(uri)
@@ -96,9 +102,14 @@ def check_sqlite(uri: str) -> None:
     if not path.exists():
         return
     try:
-        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=2)) as db:
-            tables = {name for (name,) in db.execute("select name from sqlite_master where type = 'table'")}
-            runs = db.execute("select count(*) from runs").fetchone()[0] if "runs" in tables else 0
+        try:
+            tables, runs = _tables_and_runs(path, "ro")
+        except sqlite3.OperationalError as e:
+            if "readonly" not in str(e):
+                raise
+            # a hot journal: a writer was killed mid-transaction (a SIGKILLed driver). Reading
+            # means rolling it back, which sqlite does on a read-write open, as MLflow's would.
+            tables, runs = _tables_and_runs(path, "rw")
     except sqlite3.OperationalError as e:
         if "locked" in str(e):                  # a sweep is writing to it: a busy store is a working one
             return

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,27 @@ def test_close_waits_for_a_write_under_way_so_that_nothing_writes_after_it():
     writer.submit(lambda: (time.sleep(1.0), written.append("run")))
     time.sleep(0.2)                                    # the attempt is under way
     assert writer.close(0) == 1 and written == ["run"] and not writer.busy
+
+
+def test_a_store_left_with_a_hot_journal_by_a_killed_writer_is_accepted_and_rolled_back(tmp_path):
+    # a writer SIGKILLed mid-transaction (as a killed driver's MLflow store can be) leaves a
+    # hot journal; a read-only open cannot roll it back ("attempt to write a readonly database")
+    db_path = tmp_path / "mlflow.db"
+    with closing(sqlite3.connect(db_path)) as db:
+        db.execute("create table experiments (id)")          # the tables the check reads
+        db.execute("create table runs (a, b)")
+        db.execute("insert into runs values (1, 'kept')")
+        db.commit()
+    writer = ("import os, signal, sqlite3, sys\n"
+              "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+              "db.execute('pragma cache_size=1'); db.execute('begin')\n"
+              "for i in range(2000): db.execute('insert into runs values (?, ?)', (i, 'x' * 500))\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", writer, str(db_path)])
+    assert (tmp_path / "mlflow.db-journal").exists()
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        with closing(sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True)) as db:
+            db.execute("select count(*) from runs").fetchone()
+    check_store(f"sqlite:///{db_path}")
+    with closing(sqlite3.connect(db_path)) as db:           # the interrupted rows are gone, the rest kept
+        assert db.execute("select b from runs").fetchall() == [("kept",)]

@@ -36,7 +36,8 @@ def paired_by_seed(ok: pd.DataFrame, probe: str = names.LT) -> pd.DataFrame:
     mean difference a - b and its 95% interval (NaN bounds with a single pair)."""
     rows = []
     if "loss.clusters" in ok:                         # pkcl at several M: one encoder each
-        ok = ok.assign(**{"loss.name": [encoder_name(loss, m) for loss, m in zip(ok["loss.name"], ok["loss.clusters"])]})
+        labels = [encoder_name(loss, m) for loss, m in zip(ok["loss.name"], ok["loss.clusters"])]
+        ok = ok.assign(**{"loss.name": labels})
     for ratio, level in ok.groupby("data.imbalance_ratio"):
         if level.groupby(["loss.name", "seed"]).size().max() > 1:
             continue                                  # not one trial per loss and seed

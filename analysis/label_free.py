@@ -131,11 +131,11 @@ def _gap_table(trials: pd.DataFrame, budgets: pd.DataFrame, pkcls: list[str]) ->
     return pd.DataFrame(rows)
 
 
-def _m_table(trials: pd.DataFrame, budgets: pd.DataFrame, pkcls: list[str], num_classes: int) -> pd.DataFrame:
-    """Per pkcl encoder (its M / C): the pooled differences from SimCLR, side by side."""
+def _m_table(trials: pd.DataFrame, budgets: pd.DataFrame, clusters: pd.Series, num_classes: int) -> pd.DataFrame:
+    """Per pkcl encoder (clusters: encoder -> its M): the pooled differences from SimCLR and
+    M / C, side by side."""
     rows = []
-    for enc in pkcls:
-        m = int(enc.split("M=")[1]) if "M=" in enc else math.nan
+    for enc, m in clusters.items():
         row = {"encoder": enc, "M / C": f"{m / num_classes:g}"}
         for frame, measures in ((trials, FEATURE_MEASURES), (budgets, SELECTION_MEASURES)):
             table = paired(frame, enc, "simclr", measures)       # budgets averaged per (ratio, seed)
@@ -148,7 +148,8 @@ def _m_table(trials: pd.DataFrame, budgets: pd.DataFrame, pkcls: list[str], num_
 def report_section(df: pd.DataFrame, num_classes: int, markdown_table) -> list[str]:
     """The report's answer to the second question; nothing without pkcl and SimCLR trials."""
     encoders = set(df[ENCODER])
-    pkcls = sorted(e for e in encoders if e.startswith("pkcl"))
+    clusters = df[df["loss.name"] == "pkcl"].groupby(ENCODER)["loss.clusters"].first()
+    pkcls = list(clusters.index)
     if not pkcls or "simclr" not in encoders:
         return []
     trials, budgets = per_trial(df), per_budget(df, num_classes)
@@ -170,5 +171,5 @@ def report_section(df: pd.DataFrame, num_classes: int, markdown_table) -> list[s
               "bootstrap 95% interval over those units (for CV, lower is better on both sides).",
               markdown_table(_gap_table(trials, budgets, pkcls)),
               f"#### The number of clusters against the true number of classes (C = {num_classes})",
-              markdown_table(_m_table(trials, budgets, pkcls, num_classes))]
+              markdown_table(_m_table(trials, budgets, clusters, num_classes))]
     return parts

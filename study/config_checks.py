@@ -9,16 +9,6 @@ from trainables.config import TrialConfig
 from trainables.trial import plan_data
 
 
-def _losses(study, cfg: TrialConfig) -> list[str]:
-    """The losses a study's trials train with: its grid's, its cells', its space's constant, or the base's."""
-    cells = [cell["loss.name"] for cell in study.cell_configs() if "loss.name" in cell]
-    if "loss.name" in study.grid or cells:
-        return study.grid.get("loss.name") or list(dict.fromkeys(cells))
-    if study.space is not None:
-        return [study.ask()[1].get("loss.name", cfg.loss.name)]
-    return [cfg.loss.name]
-
-
 def kcl_limit(class_counts: list[int], batch_size: int) -> int:
     """The smallest k at which batch-mode KCL equals SupCon for the largest class.
 
@@ -33,9 +23,8 @@ def kcl_limit(class_counts: list[int], batch_size: int) -> int:
 def _check_k(study, cfg: TrialConfig, class_counts: list[int]) -> None:
     """A fixed batch-mode k that reaches kcl_limit is SupCon under another name. (Queue
     mode can hold several keys of one image, so larger k can still matter there; a
-    searched k is the searcher's business.)"""
-    if ("kcl" not in _losses(study, cfg) or cfg.loss.mode != "batch"
-            or "loss.k" in study.searched_keys()):
+    searched k is the searcher's business.) cfg is one variant's (its own loss)."""
+    if cfg.loss.name != "kcl" or cfg.loss.mode != "batch" or "loss.k" in study.searched_keys():
         return
     limit = kcl_limit(class_counts, cfg.optim.batch_size)
     if cfg.loss.k > 0 and cfg.loss.k >= limit:
@@ -65,9 +54,9 @@ def check_trial_configs(study, base: dict, ratios: list[float], seed: int) -> Tr
     """Every trial's config must be valid at every level (or both ends of the range), in
     every cell or grid point; returns the last one (they share the training length), None
     for no ratios."""
-    cfg = None
+    cfg, variants = None, study.variants()
     for ratio in ratios:
-        for cell in study.variants():
+        for cell in variants:
             cfg = TrialConfig.from_flat({**base, **cell, "data.imbalance_ratio": ratio, "seed": seed})
             counts = plan_data(cfg).class_counts
             _check_k(study, cfg, counts)

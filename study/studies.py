@@ -52,20 +52,21 @@ class Study:
 
     def cell_configs(self) -> list[dict]:
         """The cells: the list given, or every combination of the values ([{}] without cells)."""
-        import itertools
-        if isinstance(self.cells, list):
-            return self.cells
-        keys = list(self.cells)
-        return [dict(zip(keys, values)) for values in itertools.product(*self.cells.values())]
+        return self.cells if isinstance(self.cells, list) else _combinations(self.cells)
 
     def variants(self) -> list[dict]:
         """The fixed parts of the trials' configs: the grid's points, or the space's
         constants (e.g. its loss) with each cell."""
-        import itertools
-        if self.space is not None:
-            constants = self.ask()[1]
-            return [{**constants, **cell} for cell in self.cell_configs()]
-        return [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
+        if self.space is None:
+            return _combinations(self.grid)
+        constants = self.ask()[1]
+        return [{**constants, **cell} for cell in self.cell_configs()]
+
+
+def _combinations(values: dict[str, list]) -> list[dict]:
+    """Every combination of the keys' values, as flat configs ([{}] for no keys)."""
+    import itertools
+    return [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
 
 
 # Study setting: shapes, a fixed total of 2,000 train images so that the imbalance
@@ -82,7 +83,7 @@ STUDIES = {
     "kpcl": Study("k-positive contrastive learning: k, temperature, imbalance ratio", kpcl.space, base=BASE,
                   question="Which k and temperature give k-positive contrastive learning (KCL) a feature space "
                   "that is both discriminative (top-1) and balanced (p(V)) at each imbalance level?"),
-    "pkcl": Study("pseudo-label KCL (no labels): k, temperature, clusters M, warm-up, imbalance ratio", pkcl.space,
+    "pkcl": Study("pseudo-label KCL (no labels): k, temperature, clusters M, imbalance ratio", pkcl.space,
                   base=BASE, question="Can k-positive contrastive learning balance a feature space without labels, "
                   "drawing its positives from clusters of the encoder's own features, and with which k, "
                   "temperature and number of clusters?"),

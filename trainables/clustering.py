@@ -3,8 +3,9 @@
 The pool's features are clustered every few epochs, inside the training loop, so
 everything here is shape-static tensor code with a fixed number of iterations: no
 convergence test, no boolean indexing, no multinomial or bincount (both read values
-back to the host on a GPU), so the host never waits for the device. trainables.selection.kmeans is the selection's own k-means on
-the host, which may stop early; this one may not.
+back to the host on a GPU), so the host never waits for the device.
+trainables.selection.kmeans is the selection's own k-means on the host, which may stop
+early; this one may not.
 
 Features are L2-normalised first, so both methods work on cosine similarity
 s_ij = x_i . c_j (spherical k-means), the geometry the contrastive loss trains.

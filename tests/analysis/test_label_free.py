@@ -25,7 +25,9 @@ def _frame() -> pd.DataFrame:
                 bonus = 0.01 * seed if enc == "pkcl M=10" else 0.0
                 for strategy, entropy in (("random", 0.1), ("kmeans", pv + bonus), ("spread", pv + bonus + 0.2)):
                     for budget in (10, 40):
-                        rows.append({"trial_id": f"t{trial}", ENCODER: enc, "data.imbalance_ratio": ratio,
+                        rows.append({"trial_id": f"t{trial}", ENCODER: enc, "loss.name": enc.split()[0],
+                                     "loss.clusters": 10 if enc.startswith("pkcl") else None,
+                                     "data.imbalance_ratio": ratio,
                                      "seed": seed, PV: pv + bonus, TOP1: 0.7, LIST: [0.5, 1.0],
                                      "strategy": strategy, "budget": budget, names.ENTROPY: entropy,
                                      names.CLASSES_COVERED: 5 if enc == "simclr" else 6})
